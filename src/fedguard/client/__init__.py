@@ -1,0 +1,1 @@
+"""The cloud agent: its round loop and HTTP client."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``fedguard`` command, one module each."""

@@ -1,0 +1,1 @@
+"""Dataset loaders, the feature schema, the synthetic generator and partitioning."""

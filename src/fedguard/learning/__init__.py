@@ -1,0 +1,1 @@
+"""Models, local training, federated averaging and metrics (no I/O)."""

@@ -1,0 +1,1 @@
+"""Fleet threat metrics, policies, actions and their audit trail."""

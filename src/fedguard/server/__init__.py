@@ -1,0 +1,1 @@
+"""The orchestrator: HTTP API, rounds, aggregation, key store and storage."""
