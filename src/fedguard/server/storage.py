@@ -5,11 +5,26 @@ credentials, policy decisions and actions) derives from :class:`Base`, so one ca
 :func:`create_schema` creates them all.
 """
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 class Base(DeclarativeBase):
@@ -46,3 +61,121 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 def create_schema(engine: Engine) -> None:
     """Create every table registered on :class:`Base` that does not exist yet."""
     Base.metadata.create_all(engine)
+
+
+# --- Orchestrator tables ---------------------------------------------------------
+#
+# A round is "open" while it accepts frames, "closing" while its aggregate is being
+# computed and "closed" once the resulting model version (or fitted schema) is stored
+# in the same transaction. A restart finds any "closing" round and aggregates it
+# again, so a crash in the middle of aggregation loses nothing.
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and always returned timezone-aware.
+
+    SQLite has no timezone type; storing naive UTC everywhere keeps SQLite and
+    PostgreSQL identical.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> Any:
+        if value is None:
+            return None
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        if not isinstance(value, datetime):
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+class ClientRecord(Base):
+    """A registered cloud agent."""
+
+    __tablename__ = "fg_clients"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    # An active client is waited for before a round's deadline; it turns inactive
+    # when it misses a round and active again on its next request.
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class RoundRecord(Base):
+    """One round: the setup round is 0, training rounds are 1, 2, ..."""
+
+    __tablename__ = "fg_rounds"
+
+    round_id: Mapped[int] = mapped_column(
+        Integer, primary_key=True, autoincrement=False
+    )
+    kind: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    deadline_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    contributors: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[float | None] = mapped_column(Float, nullable=True)
+    aggregation_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    decryption_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    deadline_extensions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UpdateRecord(Base):
+    """One accepted frame, stored durably before it is acknowledged."""
+
+    __tablename__ = "fg_updates"
+    __table_args__ = (UniqueConstraint("round_id", "client_id", "kind"),)
+
+    update_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("fg_rounds.round_id"), index=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("fg_clients.client_id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    frame: Mapped[bytes] = mapped_column(LargeBinary)
+    digest: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class ModelVersionRecord(Base):
+    """A global model: float64 parameters, little-endian."""
+
+    __tablename__ = "fg_model_versions"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    round_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    params: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class ClientTimingRecord(Base):
+    """Per-round timings an agent reports. Timings are not secret; metrics are."""
+
+    __tablename__ = "fg_client_timings"
+    __table_args__ = (UniqueConstraint("round_id", "client_id"),)
+
+    timing_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("fg_rounds.round_id"), index=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("fg_clients.client_id"))
+    training_seconds: Mapped[float] = mapped_column(Float)
+    encryption_seconds: Mapped[float] = mapped_column(Float)
+    upload_seconds: Mapped[float] = mapped_column(Float)
+    bytes_uploaded: Mapped[int] = mapped_column(Integer)
+
+
+class FederationRecord(Base):
+    """Facts fixed for the lifetime of a federation, as JSON text by name."""
+
+    __tablename__ = "fg_federation"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
