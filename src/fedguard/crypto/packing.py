@@ -66,6 +66,12 @@ class PackingParams:
                 f"at most {_MAX_SLOT_BITS} are supported: lower one of them"
             )
 
+        if slot_bits > self.key_bits - 1:
+            raise ConfigError(
+                f"a {slot_bits}-bit slot does not fit a {self.key_bits}-bit key; "
+                "lower clip, scale_bits or max_contributors"
+            )
+
         object.__setattr__(self, "offset", offset)
         object.__setattr__(self, "slot_bits", slot_bits)
         object.__setattr__(
