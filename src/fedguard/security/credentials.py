@@ -90,7 +90,7 @@ class EnrollmentTokenRow(Base):
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
     used_at: Mapped[datetime.datetime | None] = mapped_column(UTCDateTime())
-    client_id: Mapped[str | None] = mapped_column(String(32))
+    client_id: Mapped[str | None] = mapped_column(String(40))
 
 
 class ClientCredentialRow(Base):
@@ -98,7 +98,7 @@ class ClientCredentialRow(Base):
 
     __tablename__ = "client_credentials"
 
-    client_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     name: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime.datetime] = mapped_column(UTCDateTime())
@@ -161,6 +161,10 @@ class CredentialStore:
         self._engine = engine
         self._now = now
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
 
     def create_tables(self) -> None:
         """Create the credential tables if they do not exist yet."""

@@ -66,7 +66,7 @@ class SecurityContext:
 class ErrorResponse(BaseModel):
     """Body of every fedguard error response."""
 
-    detail: str
+    error: str
 
 
 #: ``responses=`` entry for any other documented fedguard error status.
@@ -159,7 +159,7 @@ def install_security(
 
 
 async def fedguard_error_handler(request: Request, error: Exception) -> JSONResponse:
-    """Answer a :class:`FedguardError` with its status and ``{"detail": message}``."""
+    """Answer a :class:`FedguardError` with its status and ``{"error": message}``."""
     assert isinstance(error, FedguardError)
     headers: dict[str, str] = {}
     if isinstance(error, AuthenticationError):
@@ -170,7 +170,7 @@ async def fedguard_error_handler(request: Request, error: Exception) -> JSONResp
         headers["Retry-After"] = "1"
 
     return JSONResponse(
-        {"detail": str(error)}, status_code=error.http_status, headers=headers
+        {"error": str(error)}, status_code=error.http_status, headers=headers
     )
 
 

@@ -132,7 +132,7 @@ async def _refuse(send: Send, scope: Scope, cap: int, received: str) -> None:
     logger.debug(
         "refused %s %s: body over %d bytes", scope["method"], scope["path"], cap
     )
-    body = json.dumps({"detail": _message(cap, received)}).encode()
+    body = json.dumps({"error": _message(cap, received)}).encode()
     headers: list[tuple[bytes, bytes]] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -29,9 +29,9 @@ SECRET_BYTES = 32
 # look-around. Python callers use re.fullmatch so a trailing newline never passes.
 SECRET_PATTERN = r"^[A-Za-z0-9_-]{43}$"  # noqa: S105
 TOKEN_ID_PATTERN = r"^[0-9a-f]{16}$"  # noqa: S105
-CLIENT_ID_PATTERN = r"^client-[0-9a-f]{12}$"
+CLIENT_ID_PATTERN = r"^c-[0-9a-f]{16}$"
 ENROLLMENT_TOKEN_PATTERN = r"^[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$"  # noqa: S105
-CREDENTIAL_PATTERN = r"^client-[0-9a-f]{12}\.[A-Za-z0-9_-]{43}$"
+CREDENTIAL_PATTERN = r"^c-[0-9a-f]{16}\.[A-Za-z0-9_-]{43}$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 _SECRET = re.compile(SECRET_PATTERN.strip("^$"))
@@ -52,7 +52,7 @@ def new_token_id() -> str:
 
 def new_client_id() -> str:
     """A fresh client_id; random, so that it reveals nothing about the cloud."""
-    return f"client-{secrets.token_hex(6)}"
+    return f"c-{secrets.token_hex(8)}"
 
 
 def digest(kind: SecretKind, secret: str) -> str:
