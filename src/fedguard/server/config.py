@@ -9,6 +9,9 @@ error names the setting, the accepted range, the value received and where it cam
 
 Environment variables are named ``FEDGUARD_<SECTION>_<KEY>`` in upper case, for
 example ``FEDGUARD_FEDERATION_MIN_CLIENTS=3`` or ``FEDGUARD_SERVER_PORT=8750``.
+``FEDGUARD_STATE_DIR`` and ``FEDGUARD_DATABASE_URL``, shared with the other
+server-side commands (``fedguard clients``), set the server's state directory and
+database too.
 
 The sections ``[[policies]]``, ``[actions.*]``, ``[tls]`` and ``[auth]`` belong to the
 response engine and the security layer. They are kept as raw tables here and parsed by
@@ -98,7 +101,6 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
         Setting("max_examples", int, DEFAULT_MAX_EXAMPLES, 1, 1 << 40),
         Setting("key_bits", int, 2048, choices=("2048", "3072")),
         Setting("plaintext", bool, False, help="baseline without encryption"),
-        Setting("seed", int, 0, 0, 2**63 - 1, help="initial global model"),
     ),
     "packing": (
         Setting("clip", float, 4.0, 1e-9, 1e12, help="update values clipped to ±clip"),
@@ -112,8 +114,9 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
     "training": (
         Setting("epochs", int, 1, 1, 10_000, help="local epochs per round"),
         Setting("batch_size", int, 64, 1, 1 << 24),
-        Setting("learning_rate", float, 0.1, 1e-9, 100.0),
-        Setting("l2", float, 0.0, 0.0, 100.0, help="L2 penalty"),
+        Setting("learning_rate", float, 0.05, 1e-9, 100.0),
+        Setting("l2", float, 1e-4, 0.0, 100.0, help="L2 penalty"),
+        Setting("class_weight", str, "none", choices=("none", "balanced")),
     ),
 }
 
@@ -144,7 +147,6 @@ class FederationSettings:
     max_examples: int
     key_bits: int
     plaintext: bool
-    seed: int
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ class TrainingSettings:
     batch_size: int
     learning_rate: float
     l2: float
+    class_weight: str
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +176,7 @@ class TrainingSettings:
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
             "l2": self.l2,
+            "class_weight": self.class_weight,
         }
 
 
@@ -286,9 +290,20 @@ def _merge_toml(layers: Layers, document: Mapping[str, Any], *, source: str) -> 
             layers[section][key] = (value, source)
 
 
+# Variables shared with other server-side commands, read before the sectioned ones.
+ENV_ALIASES = {
+    "FEDGUARD_STATE_DIR": ("server", "state_dir"),
+    "FEDGUARD_DATABASE_URL": ("server", "database_url"),
+}
+
+
 def _merge_env(layers: Layers, env: Mapping[str, str]) -> None:
+    for name, (alias_section, alias_key) in ENV_ALIASES.items():
+        if name in env:
+            layers[alias_section][alias_key] = (env[name], name)
+
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in ENV_ALIASES:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section = next((s for s in SECTIONS if rest.startswith(s + "_")), None)

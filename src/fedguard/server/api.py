@@ -1,0 +1,273 @@
+"""The orchestrator's HTTP API (FastAPI).
+
+Routes, in the order an agent uses them::
+
+    POST /enroll                           enrollment token -> client credential
+    GET  /federation                       public key, schema, packing, settings
+    GET  /rounds/current                   the round to work on
+    GET  /model, /model/{version}          global model (binary, see wire.py)
+    PUT  /rounds/{round}/frames/{kind}     upload one frame (binary, idempotent)
+    POST /rounds/{round}/timings           the agent's costs for the round
+    GET  /rounds, /rounds/{round}          round status
+    GET  /metrics                          per-round history
+    GET  /health
+
+Agents authenticate with their credential (``Authorization: Bearer
+<client_id>.<secret>``, see :mod:`fedguard.security`); the operator's routes live
+under ``/admin``. Deliberate errors (:class:`~fedguard.errors.FedguardError`)
+become their ``http_status`` with a body ``{"error": "..."}``; anything else becomes
+a 500 with a generic message and is logged with its traceback, never sent to the
+caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fedguard import __version__
+from fedguard.errors import FedguardError, InputError, PayloadTooLargeError
+from fedguard.security.api import router as security_router
+from fedguard.security.deps import CLIENT_AUTH_RESPONSES, ClientId, install_security
+from fedguard.server.orchestrator import Orchestrator
+from fedguard.server.schemas import (
+    ClientTimings,
+    ErrorBody,
+    FederationInfo,
+    FrameKindName,
+    Health,
+    MetricsHistory,
+    RoundInfo,
+    RoundList,
+    RoundStatus,
+    TimingsReceipt,
+    UploadReceipt,
+)
+from fedguard.server.wire import MODEL_MEDIA_TYPE
+
+logger = logging.getLogger(__name__)
+
+MODEL_VERSION_HEADER = "X-Fedguard-Model-Version"
+
+_STATUS_TEXT = {
+    400: "Invalid request or frame",
+    404: "No such round or model version",
+    409: "Conflicts with stored state",
+    422: "Malformed parameters or body",
+    500: "Internal error",
+}
+
+
+def _errors(*codes: int, client: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer with."""
+    responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": _STATUS_TEXT[code]}
+        for code in (*codes, 422, 500)
+    }
+    if client:
+        responses.update(CLIENT_AUTH_RESPONSES)
+    return responses
+
+
+_BINARY_SCHEMA = {"type": "string", "format": "binary"}
+_BINARY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": _BINARY_SCHEMA}},
+    }
+}
+_MODEL_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The global model: see the binary layout in the docs",
+        "content": {MODEL_MEDIA_TYPE: {"schema": _BINARY_SCHEMA}},
+        "headers": {
+            MODEL_VERSION_HEADER: {
+                "description": "model version",
+                "schema": {"type": "integer"},
+            }
+        },
+    },
+}
+
+RoundPath = Annotated[int, Path(ge=0, le=2**31 - 1, description="round number")]
+
+
+def create_app(orchestrator: Orchestrator) -> FastAPI:
+    """The FastAPI application serving one orchestrator."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        orchestrator.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(orchestrator.stop)
+
+    app = FastAPI(
+        title="fedguard orchestrator",
+        version=__version__,
+        summary="Encrypted federated rounds for threat detection",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    install_security(
+        app,
+        orchestrator.credentials,
+        max_body_bytes=orchestrator.body_limit,
+        on_enroll=orchestrator.on_enroll,
+    )
+    app.include_router(security_router)
+    _add_routes(app, orchestrator)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(FedguardError)
+    async def deliberate(_request: Request, error: FedguardError) -> JSONResponse:
+        return JSONResponse({"error": str(error)}, status_code=error.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": _validation_message(error)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(
+        _request: Request, error: StarletteHTTPException
+    ) -> JSONResponse:
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.error(
+            "unexpected error serving %s %s",
+            request.method,
+            request.url.path,
+            exc_info=error,
+        )
+        return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    for problem in error.errors()[:5]:
+        where = ".".join(str(item) for item in problem.get("loc", ()))
+        parts.append(f"{where}: {problem.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
+    @app.get("/health", response_model=Health, responses=_errors())
+    def health() -> Health:
+        return orchestrator.health()
+
+    @app.get("/federation", response_model=FederationInfo, responses=_errors())
+    def federation() -> FederationInfo:
+        return orchestrator.federation_info()
+
+    @app.get(
+        "/rounds/current",
+        response_model=RoundInfo,
+        responses=_errors(client=True),
+    )
+    def current_round(client_id: ClientId) -> RoundInfo:
+        return orchestrator.current_round(client_id)
+
+    @app.get("/rounds", response_model=RoundList, responses=_errors())
+    def rounds() -> RoundList:
+        return RoundList(rounds=orchestrator.round_statuses())
+
+    @app.get("/rounds/{round_id}", response_model=RoundStatus, responses=_errors(404))
+    def round_status(round_id: RoundPath) -> RoundStatus:
+        return orchestrator.round_status(round_id)
+
+    @app.put(
+        "/rounds/{round_id}/frames/{kind}",
+        response_model=UploadReceipt,
+        responses=_errors(400, 404, 409, client=True),
+        openapi_extra=_BINARY_BODY,
+    )
+    async def upload(
+        round_id: RoundPath,
+        kind: FrameKindName,
+        request: Request,
+        client_id: ClientId,
+    ) -> UploadReceipt:
+        limit = orchestrator.max_frame_bytes(kind)
+        data = await _read_body(request, limit)
+        return await run_in_threadpool(
+            orchestrator.upload, client_id, round_id, kind, data
+        )
+
+    @app.post(
+        "/rounds/{round_id}/timings",
+        response_model=TimingsReceipt,
+        responses=_errors(404, client=True),
+    )
+    def timings(
+        round_id: RoundPath, body: ClientTimings, client_id: ClientId
+    ) -> TimingsReceipt:
+        orchestrator.record_timings(client_id, round_id, body)
+        return TimingsReceipt(round=round_id, client_id=client_id)
+
+    @app.get(
+        "/model",
+        response_class=Response,
+        responses={**_MODEL_RESPONSE, **_errors(404)},
+    )
+    def latest_model() -> Response:
+        return _model_response(orchestrator.model(None))
+
+    @app.get(
+        "/model/{version}",
+        response_class=Response,
+        responses={**_MODEL_RESPONSE, **_errors(404)},
+    )
+    def model_version(
+        version: Annotated[int, Path(ge=0, le=2**31 - 1)],
+    ) -> Response:
+        return _model_response(orchestrator.model(version))
+
+    @app.get("/metrics", response_model=MetricsHistory, responses=_errors())
+    def metrics() -> MetricsHistory:
+        return orchestrator.metrics_history()
+
+
+def _model_response(found: tuple[int, bytes]) -> Response:
+    version, data = found
+    return Response(
+        content=data,
+        media_type=MODEL_MEDIA_TYPE,
+        headers={MODEL_VERSION_HEADER: str(version)},
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing it as soon as it grows past ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(
+            f"frame must be at most {limit} bytes for this round; got {declared}"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(
+                f"frame must be at most {limit} bytes for this round; got more"
+            )
+        chunks.append(chunk)
+    if size == 0:
+        raise InputError("the request body is empty; expected a binary frame")
+    return b"".join(chunks)
+
+
+__all__ = ["MODEL_VERSION_HEADER", "create_app"]
