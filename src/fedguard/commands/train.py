@@ -1,0 +1,340 @@
+"""``fedguard train``: centralised training and evaluation, one cloud's baseline.
+
+Trains the logistic-regression threat model on one dataset (NSL-KDD, the synthetic
+events or any labelled flow CSV) and evaluates it on a test set. Numbers are parsed
+here rather than by the option parser so that every bad value gets the same
+one-line error naming the option, what is accepted and what was received.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+
+from fedguard.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedguard.data import Dataset, FeatureSchema
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("nsl-kdd", "synthetic")
+CLASS_WEIGHTS = ("none", "balanced")
+DEFAULT_TEST_FRACTION = "0.2"
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Validated options of one ``fedguard train`` run."""
+
+    dataset: str | None
+    data_dir: Path | None
+    csv: Path | None
+    test_csv: Path | None
+    label_column: str | None
+    attack_values: tuple[str, ...]
+    normal_values: tuple[str, ...]
+    categorical: tuple[str, ...]
+    drop: tuple[str, ...]
+    test_fraction: float
+    rows: int
+    test_rows: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    l2: float
+    class_weight: Literal["none", "balanced"]
+    seed: int
+    on_error: Literal["raise", "skip"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command to ``app``."""
+    app.command("train")(train)
+
+
+def train(
+    dataset: Annotated[
+        str | None, typer.Option(help="Built-in dataset: nsl-kdd or synthetic.")
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Directory with KDDTrain+ and KDDTest+ (for nsl-kdd)."),
+    ] = None,
+    csv: Annotated[
+        Path | None, typer.Option(help="Training flow CSV with a header row.")
+    ] = None,
+    test_csv: Annotated[
+        Path | None, typer.Option(help="Test CSV (default: hold out --test-fraction).")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="CSV column holding the label.")
+    ] = None,
+    attack_values: Annotated[
+        str | None, typer.Option(help="Comma-separated label values meaning attack.")
+    ] = None,
+    normal_values: Annotated[
+        str | None, typer.Option(help="Comma-separated label values meaning normal.")
+    ] = None,
+    categorical: Annotated[
+        str | None, typer.Option(help="Comma-separated categorical CSV columns.")
+    ] = None,
+    drop: Annotated[
+        str | None, typer.Option(help="Comma-separated CSV columns to ignore.")
+    ] = None,
+    test_fraction: Annotated[
+        str, typer.Option(metavar="FLOAT", help="Share held out without --test-csv.")
+    ] = DEFAULT_TEST_FRACTION,
+    rows: Annotated[
+        str, typer.Option(metavar="INTEGER", help="Synthetic training rows.")
+    ] = "20000",
+    test_rows: Annotated[
+        str, typer.Option(metavar="INTEGER", help="Synthetic test rows.")
+    ] = "5000",
+    epochs: Annotated[str, typer.Option(metavar="INTEGER")] = "10",
+    batch_size: Annotated[str, typer.Option(metavar="INTEGER")] = "64",
+    learning_rate: Annotated[str, typer.Option(metavar="FLOAT")] = "0.05",
+    l2: Annotated[str, typer.Option(metavar="FLOAT", help="L2 penalty.")] = "0.0001",
+    class_weight: Annotated[
+        str, typer.Option(help="none or balanced (inverse class frequency).")
+    ] = "none",
+    seed: Annotated[
+        str, typer.Option(metavar="INTEGER", help="Seed of data and shuffling.")
+    ] = "0",
+    skip_malformed: Annotated[
+        bool, typer.Option(help="Skip malformed rows instead of failing.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object.")
+    ] = False,
+) -> None:
+    """Train the threat model centrally on one dataset and evaluate it."""
+    request = TrainRequest(
+        dataset=_choice("--dataset", dataset, DATASETS),
+        data_dir=data_dir,
+        csv=csv,
+        test_csv=test_csv,
+        label_column=label_column,
+        attack_values=_names(attack_values),
+        normal_values=_names(normal_values),
+        categorical=_names(categorical),
+        drop=_names(drop),
+        test_fraction=_number("--test-fraction", test_fraction, 0.0, 1.0),
+        rows=_integer("--rows", rows, 1),
+        test_rows=_integer("--test-rows", test_rows, 1),
+        epochs=_integer("--epochs", epochs, 1),
+        batch_size=_integer("--batch-size", batch_size, 1),
+        learning_rate=_number("--learning-rate", learning_rate, 0.0, None),
+        l2=_number("--l2", l2, 0.0, None, inclusive=True),
+        class_weight="balanced" if class_weight == "balanced" else "none",
+        seed=_integer("--seed", seed, 0),
+        on_error="skip" if skip_malformed else "raise",
+    )
+    _choice("--class-weight", class_weight, CLASS_WEIGHTS)
+    csv_options = {
+        "--test-csv": test_csv,
+        "--label-column": label_column,
+        "--attack-values": attack_values,
+        "--normal-values": normal_values,
+        "--categorical": categorical,
+        "--drop": drop,
+        "--test-fraction": None if test_fraction == DEFAULT_TEST_FRACTION else "",
+    }
+    _check_sources(request, [name for name, v in csv_options.items() if v is not None])
+    result = run_training(request)
+    _print(result, json_output=json_output)
+
+
+def run_training(request: TrainRequest) -> dict[str, Any]:
+    """Load, fit the schema, train, evaluate; return the figures to print."""
+    from fedguard.learning import (
+        ModelSpec,
+        TrainingConfig,
+        evaluate,
+        predict_proba,
+        train_centralized,
+    )
+
+    train_set, test_set, schema = _load(request)
+    started = time.perf_counter()
+    fitted = schema.fit(train_set)
+    features = fitted.transform(train_set)
+    spec = ModelSpec(n_features=fitted.n_features)
+    config = TrainingConfig(
+        epochs=request.epochs,
+        batch_size=request.batch_size,
+        learning_rate=request.learning_rate,
+        l2=request.l2,
+        class_weight=request.class_weight,
+        seed=request.seed,
+    )
+    model = train_centralized(spec, features, train_set.labels, config)
+    seconds = time.perf_counter() - started
+    logger.info("trained on %d rows in %.2f s", len(train_set), seconds)
+
+    scores = predict_proba(spec, model.parameters, fitted.transform(test_set))
+    metrics = evaluate(test_set.labels, scores)
+    return metrics.to_dict() | {
+        "dataset": schema.name,
+        "train_rows": len(train_set),
+        "test_rows": len(test_set),
+        "features": fitted.n_features,
+        "skipped_rows": train_set.skipped_rows + test_set.skipped_rows,
+        "train_seconds": round(seconds, 3),
+    }
+
+
+def _load(request: TrainRequest) -> tuple["Dataset", "Dataset", "FeatureSchema"]:
+    from fedguard.data import (
+        load_nsl_kdd_split,
+        nsl_kdd_schema,
+        synthetic_schema,
+        synthetic_split,
+    )
+
+    if request.dataset == "nsl-kdd":
+        if request.data_dir is None:
+            raise ConfigError("--dataset nsl-kdd needs --data-dir DIR; got none")
+        train_set, test_set = load_nsl_kdd_split(
+            request.data_dir, on_error=request.on_error
+        )
+        return train_set, test_set, nsl_kdd_schema()
+    if request.dataset == "synthetic":
+        train_set, test_set = synthetic_split(
+            request.rows, request.test_rows, seed=request.seed
+        )
+        return train_set, test_set, synthetic_schema()
+    return _load_csv(request)
+
+
+def _load_csv(request: TrainRequest) -> tuple["Dataset", "Dataset", "FeatureSchema"]:
+    import numpy as np
+
+    from fedguard.data import CsvMapping, infer_schema, load_flow_csv
+
+    assert request.csv is not None  # checked by _check_sources
+    if request.label_column is None:
+        raise ConfigError("--csv needs --label-column NAME; got none")
+    mapping = CsvMapping(
+        label_column=request.label_column,
+        attack_values=request.attack_values,
+        normal_values=request.normal_values,
+        categorical_columns=request.categorical,
+        drop_columns=request.drop,
+    )
+    data = load_flow_csv(request.csv, mapping, on_error=request.on_error)
+
+    if request.test_csv is not None:
+        train_set = data
+        test_set = load_flow_csv(request.test_csv, mapping, on_error=request.on_error)
+        if test_set.numeric_columns != train_set.numeric_columns:
+            raise ConfigError(
+                f"--test-csv must have the numeric columns of --csv "
+                f"({', '.join(train_set.numeric_columns)}); "
+                f"got {', '.join(test_set.numeric_columns)}"
+            )
+    else:
+        order = np.random.default_rng(request.seed).permutation(len(data))
+        held_out = max(1, round(len(data) * request.test_fraction))
+        if held_out >= len(data):
+            raise ConfigError(
+                f"--test-fraction leaves no training rows out of {len(data)}; "
+                f"got {request.test_fraction}"
+            )
+        test_set, train_set = (
+            data.subset(order[:held_out]),
+            data.subset(order[held_out:]),
+        )
+    return train_set, test_set, infer_schema(train_set, name=request.csv.name)
+
+
+def _check_sources(request: TrainRequest, csv_options_given: list[str]) -> None:
+    """Exactly one data source, and only the options that apply to it."""
+    if (request.dataset is None) == (request.csv is None):
+        raise ConfigError(
+            "give exactly one of --dataset (nsl-kdd, synthetic) and --csv FILE; got "
+            + ("both" if request.dataset else "neither")
+        )
+    if request.dataset is not None and csv_options_given:
+        raise ConfigError(
+            f"{csv_options_given[0]} only applies with --csv; got --dataset "
+            f"{request.dataset}"
+        )
+    if request.csv is not None and not (request.attack_values or request.normal_values):
+        raise ConfigError(
+            "--csv needs --attack-values V1,V2 or --normal-values V1,V2; got neither"
+        )
+    if request.attack_values and request.normal_values:
+        raise ConfigError("give --attack-values or --normal-values, not both")
+
+
+def _print(result: dict[str, Any], *, json_output: bool) -> None:
+    if json_output:
+        import json
+
+        typer.echo(json.dumps(result))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fedguard train: {result['dataset']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "fpr"):
+        table.add_row(key, f"{result[key]:.4f}")
+    for key in ("train_rows", "test_rows", "features", "skipped_rows"):
+        table.add_row(key, f"{result[key]:,}")
+    table.add_row("train_seconds", f"{result['train_seconds']:.2f}")
+    Console().print(table)
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _choice(option: str, value: str | None, accepted: tuple[str, ...]) -> str | None:
+    if value is not None and value not in accepted:
+        raise ConfigError(
+            f"{option} must be one of {', '.join(accepted)}; got {value!r}"
+        )
+    return value
+
+
+def _integer(option: str, value: str, minimum: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(
+            f"{option} must be an integer >= {minimum}; got {value!r}"
+        ) from None
+    if number < minimum:
+        raise ConfigError(f"{option} must be an integer >= {minimum}; got {number}")
+    return number
+
+
+def _number(
+    option: str,
+    value: str,
+    low: float,
+    high: float | None,
+    *,
+    inclusive: bool = False,
+) -> float:
+    accepted = f"a number {'>=' if inclusive else '>'} {low}"
+    if high is not None:
+        accepted = f"a number in ({low}, {high})"
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{option} must be {accepted}; got {value!r}") from None
+    above = number >= low if inclusive else number > low
+    below = high is None or number < high
+    if not (above and below and number == number and abs(number) != float("inf")):
+        raise ConfigError(f"{option} must be {accepted}; got {value!r}")
+    return number
