@@ -18,7 +18,14 @@ from fedguard.logs import configure_logging
 
 # Modules under fedguard.commands, each registering one or more subcommands. They
 # import their heavy dependencies inside the command bodies so ``--help`` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ("bench", "certs", "clients", "server", "train")
+COMMAND_MODULES: tuple[str, ...] = (
+    "bench",
+    "certs",
+    "clients",
+    "server",
+    "train",
+    "client",
+)
 
 app = typer.Typer(
     name="fedguard",
