@@ -117,6 +117,7 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
         Setting("learning_rate", float, 0.05, 1e-9, 100.0),
         Setting("l2", float, 1e-4, 0.0, 100.0, help="L2 penalty"),
         Setting("class_weight", str, "none", choices=("none", "balanced")),
+        Setting("seed", int, 0, 0, 2**32 - 1, help="base of the shuffling seeds"),
     ),
 }
 
@@ -169,6 +170,7 @@ class TrainingSettings:
     learning_rate: float
     l2: float
     class_weight: str
+    seed: int
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -177,6 +179,7 @@ class TrainingSettings:
             "learning_rate": self.learning_rate,
             "l2": self.l2,
             "class_weight": self.class_weight,
+            "seed": self.seed,
         }
 
 

@@ -27,6 +27,7 @@ from fedguard.learning.model import ModelSpec, build_model
 from fedguard.response.fleet import (
     MetricsLayout,
     fleet_metrics,
+    metrics_packing_params,
     vector_to_counts,
 )
 from fedguard.server.config import ServerConfig
@@ -143,12 +144,5 @@ def build_packings(
             scale_bits=config.setup.scale_bits,
             max_contributors=capacity,
         ),
-        # Counts travel as count / count_cap <= 1 with weight 1; scale_bits of
-        # log2(count_cap) makes them exact.
-        "metrics": PackingParams(
-            key_bits=bits,
-            clip=1.0,
-            scale_bits=layout.min_scale_bits,
-            max_contributors=capacity,
-        ),
+        "metrics": metrics_packing_params(layout, bits, capacity),
     }

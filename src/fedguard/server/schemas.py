@@ -69,6 +69,7 @@ class TrainingInfo(_Model):
     learning_rate: float
     l2: float
     class_weight: Literal["none", "balanced"]
+    seed: int
 
 
 class ModelInfo(_Model):

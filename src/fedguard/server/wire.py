@@ -17,7 +17,7 @@ encryption)::
 
     magic        4 bytes  b"FGPF"
     format       u16      1
-    kind         u8       1 update, 2 statistics
+    kind         u8       1 update, 2 statistics, 3 metrics
     reserved     u8       0
     round        u32
     model_version u32
@@ -49,7 +49,7 @@ _MODEL_HEADER = struct.Struct(">4sHHII")
 _PLAIN_HEADER = struct.Struct(">4sHBBIII")
 _FLOAT = np.dtype("<f8")
 
-PLAIN_KINDS: Final = {"update": 1, "statistics": 2}
+PLAIN_KINDS: Final = {"update": 1, "statistics": 2, "metrics": 3}
 _PLAIN_KIND_NAMES: Final = {code: name for name, code in PLAIN_KINDS.items()}
 
 
@@ -124,7 +124,7 @@ def parse_plain_frame(data: bytes, *, expected_length: int | None = None) -> Pla
     if fmt != FORMAT_VERSION:
         raise FrameError(f"plaintext frame format must be {FORMAT_VERSION}; got {fmt}")
     if kind not in _PLAIN_KIND_NAMES:
-        raise FrameError(f"plaintext frame kind must be 1 or 2; got {kind}")
+        raise FrameError(f"plaintext frame kind must be 1, 2 or 3; got {kind}")
     if expected_length is not None and count != expected_length:
         raise FrameError(
             f"frame must hold {expected_length} values for this round; got {count}"

@@ -1,0 +1,189 @@
+"""The agent's local data: which rows it trains on and which it holds out.
+
+An agent reads one of:
+
+* ``nsl-kdd``: an NSL-KDD file from ``data_dir`` (``KDDTrain+.txt`` by default),
+  cut into ``clients`` parts by a seeded partition (``iid``, ``dirichlet:ALPHA`` or
+  ``by-family``); the agent keeps part ``index``. Every agent of a simulated
+  federation computes the same partition from the same seed, so the parts are
+  disjoint without any coordination.
+* ``synthetic``: the rows of synthetic cloud ``index`` (its own attack mix, base
+  rate and volume, see :mod:`fedguard.data.synthetic`), generated from ``seed``.
+* ``csv``: a labelled flow CSV read through a column mapping (TOML file).
+
+A seeded share of the rows (``holdout``) is kept aside: the agent evaluates each
+global model on it and reports only encrypted counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedguard.data.dataset import Dataset
+from fedguard.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("nsl-kdd", "synthetic", "csv")
+DEFAULT_NSL_KDD_FILE = "KDDTrain+.txt"
+DEFAULT_SYNTHETIC_ROWS = 4000
+DEFAULT_HOLDOUT = 0.1
+
+
+@dataclass(frozen=True)
+class Partition:
+    """How one dataset is split among simulated clients."""
+
+    strategy: str
+    alpha: float = 0.5
+
+    @classmethod
+    def parse(cls, text: str) -> Partition:
+        """``iid``, ``dirichlet:ALPHA`` (e.g. ``dirichlet:0.5``) or ``by-family``."""
+        if text in ("iid", "by-family"):
+            return cls("family" if text == "by-family" else "iid")
+        name, _, value = text.partition(":")
+        if name == "dirichlet":
+            try:
+                alpha = float(value) if value else 0.5
+            except ValueError:
+                alpha = -1.0
+            if alpha > 0 and np.isfinite(alpha):
+                return cls("dirichlet", alpha)
+        raise ConfigError(
+            "partition must be iid, dirichlet:ALPHA with ALPHA > 0 (e.g. "
+            f"dirichlet:0.5) or by-family; got {text!r}"
+        )
+
+    def __str__(self) -> str:
+        if self.strategy == "dirichlet":
+            return f"dirichlet:{self.alpha:g}"
+        return "by-family" if self.strategy == "family" else "iid"
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where an agent's rows come from (see the module docstring)."""
+
+    dataset: str
+    index: int = 0
+    clients: int = 1
+    seed: int = 0
+    data_dir: Path | None = None
+    data_file: str | None = None
+    mapping_file: Path | None = None
+    partition: Partition = Partition("iid")
+    rows: int = DEFAULT_SYNTHETIC_ROWS
+    holdout: float = DEFAULT_HOLDOUT
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}"
+            )
+        if self.clients < 1:
+            raise ConfigError(f"clients must be >= 1; got {self.clients}")
+        if not 0 <= self.index < self.clients:
+            raise ConfigError(
+                f"index must be in [0, {self.clients - 1}] (clients - 1); "
+                f"got {self.index}"
+            )
+        if not 0.0 <= self.holdout < 1.0:
+            raise ConfigError(f"holdout must be in [0, 1); got {self.holdout}")
+        if self.rows < 10:
+            raise ConfigError(f"rows must be >= 10; got {self.rows}")
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """The rows an agent trains on and the rows it evaluates on."""
+
+    train: Dataset
+    holdout: Dataset
+
+
+def load_local_data(source: DataSource) -> LocalData:
+    """Read, partition and split the agent's rows."""
+    if source.dataset == "nsl-kdd":
+        rows = _nsl_kdd_part(source)
+    elif source.dataset == "synthetic":
+        rows = _synthetic_cloud(source)
+    else:
+        rows = _mapped_csv(source)
+
+    local = split_holdout(rows, source.holdout, seed=source.seed + source.index)
+    logger.info(
+        "local data: %d training rows (%d attacks), %d held out",
+        len(local.train),
+        local.train.num_attacks,
+        len(local.holdout),
+    )
+    return local
+
+
+def split_holdout(rows: Dataset, fraction: float, *, seed: int) -> LocalData:
+    """A seeded random split into training and held-out rows."""
+    order = np.random.default_rng(seed).permutation(len(rows))
+    cut = round(len(rows) * fraction)
+    return LocalData(
+        train=rows.subset(np.sort(order[cut:])),
+        holdout=rows.subset(np.sort(order[:cut])),
+    )
+
+
+def _nsl_kdd_part(source: DataSource) -> Dataset:
+    from fedguard.data.nsl_kdd import find_nsl_kdd_file, load_nsl_kdd
+    from fedguard.data.partition import partition_dataset
+
+    if source.data_dir is None:
+        raise ConfigError("--data-dir is required with --dataset nsl-kdd")
+    path = find_nsl_kdd_file(source.data_dir, source.data_file or DEFAULT_NSL_KDD_FILE)
+    everything = load_nsl_kdd(path, families=True)
+    parts = partition_dataset(
+        everything,
+        source.clients,
+        strategy=source.partition.strategy,  # type: ignore[arg-type]
+        seed=source.seed,
+        alpha=source.partition.alpha,
+    )
+    return parts[source.index]
+
+
+def _synthetic_cloud(source: DataSource) -> Dataset:
+    from fedguard.data.synthetic import generate_cloud_datasets
+
+    clouds = generate_cloud_datasets(source.index + 1, source.rows, seed=source.seed)
+    return clouds[source.index]
+
+
+def _mapped_csv(source: DataSource) -> Dataset:
+    from fedguard.data.flow_csv import CsvMapping, load_flow_csv
+
+    if source.data_file is None or source.mapping_file is None:
+        raise ConfigError("--data-file and --mapping are required with --dataset csv")
+    try:
+        with source.mapping_file.open("rb") as stream:
+            table = tomllib.load(stream)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"mapping file {source.mapping_file}: {error}") from None
+
+    known = {"label_column", "attack_values", "normal_values"}
+    known |= {"categorical_columns", "drop_columns"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {unknown[0]!r} in mapping file {source.mapping_file}; "
+            f"accepted: {', '.join(sorted(known))}"
+        )
+    mapping = CsvMapping(
+        label_column=str(table.get("label_column", "")),
+        **{
+            key: tuple(map(str, table.get(key, ()))) for key in known - {"label_column"}
+        },
+    )
+    return load_flow_csv(source.data_file, mapping)
