@@ -134,14 +134,11 @@ def install_security(
     ``(method, path) -> cap`` (see :class:`BodySizeLimitMiddleware`); ``on_enroll``
     is called with ``(client_id, name)`` after an agent enrolls.
     """
-    context = SecurityContext(
-        store=store,
-        client_limiter=client_limiter
-        or RateLimiter(CLIENT_BURST, CLIENT_REQUESTS_PER_SECOND),
-        failure_limiter=failure_limiter
-        or RateLimiter(FAILURE_BURST, FAILURES_PER_SECOND),
-        on_enroll=on_enroll,
-    )
+    if client_limiter is None:
+        client_limiter = RateLimiter(CLIENT_BURST, CLIENT_REQUESTS_PER_SECOND)
+    if failure_limiter is None:
+        failure_limiter = RateLimiter(FAILURE_BURST, FAILURES_PER_SECOND)
+    context = SecurityContext(store, client_limiter, failure_limiter, on_enroll)
     app.state.fedguard_security = context
 
     for error in (
