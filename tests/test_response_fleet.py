@@ -215,7 +215,7 @@ def test_local_counts_from_predictions_and_alerts() -> None:
         y_true=[1, 1, 0, 0, 1],
         y_pred=[1, 0, 1, 0, 1],
         flagged=[True, False, True, True],
-        families=["dos", "dos", None, "probe"],
+        families=["DoS", "dos", None, "Probe"],
     )
 
     assert counts["tp"] == 2 and counts["fn"] == 1

@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "server",
     "train",
     "client",
+    "actions",
+    "score",
 )
 
 app = typer.Typer(

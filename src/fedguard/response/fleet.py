@@ -51,6 +51,7 @@ from fedguard.crypto.vectors import (
     encrypt_update,
 )
 from fedguard.errors import ConfigError, InputError
+from fedguard.learning.metrics import ConfusionCounts
 
 CONFUSION_FIELDS: tuple[str, ...] = ("tp", "fp", "tn", "fn")
 EVENT_FIELDS: tuple[str, ...] = ("scored", "flagged")
@@ -283,18 +284,18 @@ def local_counts(
     ``y_true``/``y_pred`` are the held-out labels and predictions (1 = attack);
     ``flagged`` marks which recent events scored at or above the alert threshold and
     ``families`` names the attack family of each recent event where labels allow
-    (``None`` or an unknown name counts only in the totals).
+    (``None`` or a name outside the layout counts only in the totals; case is
+    ignored).
     """
-    truth = np.asarray(y_true, dtype=np.int64)
-    predicted = np.asarray(y_pred, dtype=np.int64)
-    if truth.shape != predicted.shape:
-        raise InputError(
-            f"y_true and y_pred must have the same length; "
-            f"got {truth.shape[0]} and {predicted.shape[0]}"
-        )
+    confusion = ConfusionCounts.from_predictions(y_true, y_pred)
     alerts = np.asarray(flagged, dtype=bool)
 
-    counts = _confusion(truth, predicted)
+    counts = {
+        "tp": confusion.tp,
+        "fp": confusion.fp,
+        "tn": confusion.tn,
+        "fn": confusion.fn,
+    }
     counts["scored"] = int(alerts.size)
     counts["flagged"] = int(alerts.sum())
     if families is not None:
@@ -328,31 +329,13 @@ def fleet_metrics(counts: Mapping[str, int], layout: MetricsLayout) -> dict[str,
 
 
 def _confusion_metrics(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
-    precision = _ratio(tp, tp + fp)
-    recall = _ratio(tp, tp + fn)
+    confusion = ConfusionCounts(tp=tp, fp=fp, tn=tn, fn=fn)
     return {
-        "accuracy": _ratio(tp + tn, tp + fp + tn + fn),
-        "precision": precision,
-        "recall": recall,
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
-        "fpr": _ratio(fp, fp + tn),
-    }
-
-
-def _ratio(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else 0.0
-
-
-def _confusion(
-    truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]
-) -> dict[str, int]:
-    attack = truth == 1
-    alert = predicted == 1
-    return {
-        "tp": int(np.sum(attack & alert)),
-        "fp": int(np.sum(~attack & alert)),
-        "tn": int(np.sum(~attack & ~alert)),
-        "fn": int(np.sum(attack & ~alert)),
+        "accuracy": confusion.accuracy,
+        "precision": confusion.precision,
+        "recall": confusion.recall,
+        "f1": confusion.f1,
+        "fpr": confusion.fpr,
     }
 
 
@@ -366,7 +349,8 @@ def _family_counts(
             f"families must name one family per scored event ({alerts.size}); "
             f"got {len(families)}"
         )
-    labels = np.array([family or "" for family in families], dtype=object)
+    # Loaders spell families their own way ("DoS"); the layout is lower case.
+    labels = np.array([(family or "").lower() for family in families], dtype=object)
 
     counts: dict[str, int] = {}
     for family in layout.families:

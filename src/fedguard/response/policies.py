@@ -22,7 +22,7 @@ previous rounds with a limit, and names the actions to take when it fires::
 
 The actions ``log`` and ``blocklist`` (a JSON-lines file in the state directory) are
 always defined unless the configuration redefines those names. A configuration with
-no ``[[policies]]`` gets :data:`DEFAULT_POLICIES`. Any unknown metric, action or field
+no ``[[policies]]`` (absent or an empty list) gets :data:`DEFAULT_POLICIES`. Any unknown metric, action or field
 raises :class:`~fedguard.errors.ConfigError` naming the policy and the field, so a
 mistyped policy stops the server at start-up instead of silently never firing.
 """
@@ -251,7 +251,10 @@ def parse_response_config(
     )
 
     raw_policies = raw.get("policies")
-    if raw_policies is None:
+    # An absent table and an empty list both mean "nothing configured".
+    if raw_policies is None or (
+        isinstance(raw_policies, list | tuple) and not raw_policies
+    ):
         policies, defaults = DEFAULT_POLICIES, True
     else:
         policies, defaults = _parse_policies(raw_policies, actions, layout), False

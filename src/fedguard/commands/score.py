@@ -1,0 +1,535 @@
+"""``fedguard score``: score a local event file with the global model, write alerts.
+
+An agent (or an analyst) scores its own events with the current global model, without
+sending them anywhere. The model comes from a saved model file or from the
+orchestrator (``GET /federation`` for the fitted feature schema, ``GET /model`` for
+the parameters). Alerts are written as JSON lines, one per event scoring at or above
+``--threshold`` (every event with ``--all``)::
+
+    {"row": 17, "score": 0.973412, "verdict": "alert", "label": "neptune"}
+
+``row`` is the event's 1-based position among the data rows of the file (header
+excluded), ``verdict`` is ``alert`` or ``pass`` and ``label`` appears when the file
+has labels. The output file is written to a temporary file, made 0600 and moved
+into place, so a reader never sees half of it.
+
+Saved model file
+----------------
+A JSON object (``fedguard-model`` version 1)::
+
+    {
+      "format": "fedguard-model",
+      "version": 1,
+      "model_version": 12,
+      "spec": {"kind": "logistic_regression", "n_features": 122},
+      "schema": { ...fitted FeatureSchema.to_dict()... },
+      "params": "<base64 of the parameters as little-endian float64>",
+      "params_sha256": "<hex SHA-256 of those bytes>"
+    }
+
+The parameters travel as raw IEEE-754 bytes so that a saved model scores exactly
+like the original; the digest catches a truncated or edited file.
+"""
+
+import base64
+import csv
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
+
+import numpy as np
+import typer
+from numpy.typing import NDArray
+
+from fedguard.errors import ConfigError, DataFormatError, InputError
+
+if TYPE_CHECKING:
+    from fedguard.data import Dataset, FeatureSchema
+    from fedguard.learning import ModelSpec
+
+MODEL_FILE_FORMAT = "fedguard-model"
+MODEL_FILE_VERSION = 1
+DEFAULT_THRESHOLD = "0.5"
+FORMATS = ("nsl-kdd", "csv")
+
+_FLOAT = np.dtype("<f8")
+
+
+@dataclass(frozen=True, eq=False)
+class SavedModel:
+    """Everything needed to score events: model shape, fitted schema, parameters."""
+
+    spec: "ModelSpec"
+    schema: "FeatureSchema"
+    parameters: NDArray[np.float64]
+    model_version: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.schema.is_fitted:
+            raise InputError(f"model schema {self.schema.name!r} is not fitted")
+        if self.schema.n_features != self.spec.n_features:
+            raise InputError(
+                f"model expects {self.spec.n_features} features; its schema "
+                f"{self.schema.name!r} makes {self.schema.n_features}"
+            )
+        if self.parameters.shape != (self.spec.num_parameters,):
+            raise InputError(
+                f"model needs {self.spec.num_parameters} parameters; "
+                f"got {self.parameters.size}"
+            )
+
+    def score(self, dataset: "Dataset") -> NDArray[np.float64]:
+        """Attack probability of every row of ``dataset``."""
+        from fedguard.learning import predict_proba
+
+        return predict_proba(self.spec, self.parameters, self.schema.transform(dataset))
+
+
+def save_model_file(path: Path, model: SavedModel) -> None:
+    """Write ``model`` in the saved model format (see the module docstring)."""
+    raw = np.ascontiguousarray(model.parameters, dtype=_FLOAT).tobytes()
+    document = {
+        "format": MODEL_FILE_FORMAT,
+        "version": MODEL_FILE_VERSION,
+        "model_version": model.model_version,
+        "spec": model.spec.to_dict(),
+        "schema": model.schema.to_dict(),
+        "params": base64.b64encode(raw).decode("ascii"),
+        "params_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+    _write_atomically(path, json.dumps(document, indent=2) + "\n")
+
+
+def load_model_file(path: Path) -> SavedModel:
+    """Read a saved model file, checking its format and parameter digest."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"model file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"model file {path} is not JSON: {error}") from None
+    if not isinstance(document, dict) or (
+        document.get("format"),
+        document.get("version"),
+    ) != (MODEL_FILE_FORMAT, MODEL_FILE_VERSION):
+        raise InputError(
+            f"model file {path} must be format {MODEL_FILE_FORMAT!r} version "
+            f"{MODEL_FILE_VERSION}"
+        )
+    return _model_from_document(path, document)
+
+
+def _model_from_document(path: Path, document: dict[str, Any]) -> SavedModel:
+    from fedguard.data import FeatureSchema
+    from fedguard.learning import ModelSpec
+
+    try:
+        raw = base64.b64decode(document["params"], validate=True)
+        digest = str(document["params_sha256"])
+        spec = ModelSpec.from_dict(document["spec"])
+        schema = FeatureSchema.from_dict(document["schema"])
+        version = int(document["model_version"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"model file {path} is malformed: {error!r}") from None
+    if hashlib.sha256(raw).hexdigest() != digest or len(raw) % _FLOAT.itemsize:
+        raise InputError(f"model file {path}: parameters do not match params_sha256")
+
+    parameters = np.frombuffer(raw, dtype=_FLOAT).astype(np.float64)
+    return SavedModel(spec, schema, parameters, version)
+
+
+def fetch_model(server: str, ca_file: Path | None = None) -> SavedModel:
+    """The orchestrator's latest global model and fitted schema, over HTTP(S)."""
+    import httpx
+
+    from fedguard.client.connection import Connection
+    from fedguard.data import FeatureSchema
+    from fedguard.learning import ModelSpec
+    from fedguard.server.wire import decode_model
+
+    verify: str | bool = str(ca_file) if ca_file is not None else True
+    http = httpx.Client(base_url=server.rstrip("/"), timeout=60.0, verify=verify)
+    with Connection(server, client=http) as connection:
+        info = connection.federation()
+        version, parameters = decode_model(connection.model())
+
+    if info.get("fitted_schema") is None:
+        raise InputError(
+            f"the orchestrator at {server} has no fitted feature schema yet; "
+            "score after its setup round"
+        )
+    spec = ModelSpec.from_dict(info["model"])
+    schema = FeatureSchema.from_dict(info["fitted_schema"])
+    return SavedModel(spec, schema, np.asarray(parameters, np.float64), version)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``score`` command to ``app``."""
+    app.command("score")(score)
+
+
+def score(
+    events: Annotated[Path, typer.Argument(help="Event file to score.")],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Saved model file (JSON).")
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Orchestrator URL to fetch the model from."),
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option("--ca-file", help="CA certificate the server's TLS chains to."),
+    ] = None,
+    save_model: Annotated[
+        Path | None,
+        typer.Option("--save-model", help="Also save the model used to this file."),
+    ] = None,
+    event_format: Annotated[
+        str, typer.Option("--format", help="nsl-kdd, or csv with a header row.")
+    ] = "nsl-kdd",
+    rename: Annotated[
+        str | None,
+        typer.Option(
+            "--map",
+            help="CSV columns to rename to schema names: FILE_NAME=SCHEMA_NAME,...",
+        ),
+    ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option("--label-column", help="CSV column copied into alerts."),
+    ] = None,
+    threshold: Annotated[
+        str, typer.Option(metavar="FLOAT", help="Alert at or above this score.")
+    ] = DEFAULT_THRESHOLD,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Alerts file (default: standard output)."),
+    ] = None,
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="Write every event, not only alerts.")
+    ] = False,
+    skip_malformed: Annotated[
+        bool, typer.Option(help="Skip malformed rows instead of failing.")
+    ] = False,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
+) -> None:
+    """Score local events with the global model and write alerts as JSON lines."""
+    limit = _threshold(threshold)
+    if event_format not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}")
+    if event_format != "csv" and (rename or label_column):
+        raise ConfigError("--map and --label-column only apply with --format csv")
+
+    saved = _model(model, server, ca_file)
+    if save_model is not None:
+        save_model_file(save_model, saved)
+    dataset, labels = _load_events(
+        events, event_format, saved.schema, rename, label_column, skip_malformed
+    )
+    scores = saved.score(dataset)
+
+    records = alert_records(scores, limit, labels=labels, all_rows=all_rows)
+    written = write_alerts(output, records)
+    summary = {
+        "events": str(events),
+        "rows": int(scores.size),
+        "alerts": int(np.sum(scores >= limit)),
+        "written": written,
+        "threshold": limit,
+        "model_version": saved.model_version,
+        "skipped_rows": dataset.skipped_rows,
+        "output": str(output) if output is not None else "-",
+    }
+    _print_summary(summary, json_output=json_output, to_stderr=output is None)
+
+
+def alert_records(
+    scores: NDArray[np.float64],
+    threshold: float,
+    *,
+    labels: Sequence[str] | None = None,
+    all_rows: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The JSON-line records for ``scores`` (alerts only unless ``all_rows``)."""
+    for index, value in enumerate(scores.tolist()):
+        alert = value >= threshold
+        if not (alert or all_rows):
+            continue
+        record: dict[str, Any] = {
+            "row": index + 1,
+            "score": round(value, 6),
+            "verdict": "alert" if alert else "pass",
+        }
+        if labels is not None:
+            record["label"] = labels[index]
+        yield record
+
+
+def write_alerts(output: Path | None, records: Iterator[dict[str, Any]]) -> int:
+    """Write ``records`` as JSON lines to ``output`` (or standard output)."""
+    if output is None:
+        return _write_lines(typer.get_text_stream("stdout"), records)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=output.parent, prefix=".alerts-")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            count = _write_lines(stream, records)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, output)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_lines(stream: TextIO, records: Iterator[dict[str, Any]]) -> int:
+    count = 0
+    for record in records:
+        stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        count += 1
+    return count
+
+
+def _model(model: Path | None, server: str | None, ca_file: Path | None) -> SavedModel:
+    if (model is None) == (server is None):
+        raise ConfigError(
+            "give exactly one of --model FILE and --server URL; got "
+            + ("both" if model else "neither")
+        )
+    if model is not None:
+        return load_model_file(model)
+    assert server is not None
+    return fetch_model(server, ca_file)
+
+
+def _load_events(
+    path: Path,
+    event_format: str,
+    schema: "FeatureSchema",
+    rename: str | None,
+    label_column: str | None,
+    skip_malformed: bool,
+) -> tuple["Dataset", list[str] | None]:
+    if event_format == "nsl-kdd":
+        from fedguard.data import load_nsl_kdd
+
+        dataset = load_nsl_kdd(path, on_error="skip" if skip_malformed else "raise")
+        return dataset, [str(label) for label in dataset.attack_types]
+
+    return read_event_csv(
+        path,
+        schema,
+        renames=_renames(rename),
+        label_column=label_column,
+        skip_malformed=skip_malformed,
+    )
+
+
+def read_event_csv(
+    path: Path,
+    schema: "FeatureSchema",
+    *,
+    renames: dict[str, str] | None = None,
+    label_column: str | None = None,
+    skip_malformed: bool = False,
+) -> tuple["Dataset", list[str] | None]:
+    """Read the schema's columns from a CSV with a header row; labels are optional.
+
+    Columns are matched by name after ``renames`` (file name -> schema name); other
+    columns are ignored. Returns the events and, with ``label_column``, its values.
+    """
+    rows = csv.reader(io.StringIO(_read_text(path)))
+    first = next(rows, None)
+    if not first:
+        raise DataFormatError(f"{path}: the CSV file is empty; it needs a header row")
+    renames = renames or {}
+    header = [renames.get(name.strip(), name.strip()) for name in first]
+    positions = _column_positions(path, header, schema, label_column)
+    label_position = positions.get(label_column) if label_column else None
+
+    numeric: list[list[float]] = []
+    text: list[list[str]] = []
+    labels: list[str] = []
+    skipped = 0
+    for row in rows:
+        if not row:
+            continue
+        try:
+            numbers, categories = _parse_row(
+                path, rows.line_num, row, header, positions, schema
+            )
+        except DataFormatError:
+            if not skip_malformed:
+                raise
+            skipped += 1
+            continue
+        numeric.append(numbers)
+        text.append(categories)
+        if label_position is not None:
+            labels.append(row[label_position].strip())
+
+    dataset = _dataset(path, schema, numeric, text, skipped)
+    return dataset, (labels if label_position is not None else None)
+
+
+def _column_positions(
+    path: Path,
+    header: Sequence[str],
+    schema: "FeatureSchema",
+    label_column: str | None,
+) -> dict[str, int]:
+    wanted = [*schema.numeric_columns, *schema.categorical_columns]
+    if label_column is not None:
+        wanted.append(label_column)
+    missing = [name for name in wanted if name not in header]
+    if missing:
+        raise DataFormatError(
+            f"{path}: the header lacks columns {missing} needed by schema "
+            f"{schema.name!r} (rename file columns with --map FILE_NAME=SCHEMA_NAME)"
+        )
+    return {name: header.index(name) for name in wanted}
+
+
+def _parse_row(
+    path: Path,
+    line: int,
+    row: Sequence[str],
+    header: Sequence[str],
+    positions: dict[str, int],
+    schema: "FeatureSchema",
+) -> tuple[list[float], list[str]]:
+    if len(row) != len(header):
+        raise DataFormatError(
+            f"{path} line {line}: expected {len(header)} fields; got {len(row)}"
+        )
+    numbers = [
+        _number(path, line, name, row[positions[name]])
+        for name in schema.numeric_columns
+    ]
+    categories = [row[positions[name]].strip() for name in schema.categorical_columns]
+    return numbers, categories
+
+
+def _number(path: Path, line: int, column: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DataFormatError(
+            f"{path} line {line}, column {column!r}: expected a finite number; "
+            f"got {text!r}"
+        )
+    return value
+
+
+def _dataset(
+    path: Path,
+    schema: "FeatureSchema",
+    numeric: list[list[float]],
+    text: list[list[str]],
+    skipped: int,
+) -> "Dataset":
+    from fedguard.data import NORMAL, Dataset
+
+    rows = len(numeric)
+    numbers = np.array(numeric, dtype=np.float64).reshape(rows, len(schema.numeric))
+    categories = np.array(text, dtype=np.str_).reshape(rows, len(schema.categorical))
+    return Dataset(
+        numeric_columns=schema.numeric_columns,
+        numeric=numbers,
+        categorical_columns=schema.categorical_columns,
+        categorical=categories,
+        # Unlabelled events: the target is unknown and unused when scoring.
+        labels=np.zeros(rows, dtype=np.int8),
+        attack_types=np.full(rows, NORMAL, dtype=np.str_),
+        name=path.name,
+        skipped_rows=skipped,
+    )
+
+
+def _read_text(path: Path) -> str:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8-sig", newline="") as stream:
+                return stream.read()
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"event file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"event file {path} cannot be read: {error}") from None
+
+
+def _renames(value: str | None) -> dict[str, str]:
+    renames: dict[str, str] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        source, separator, target = item.partition("=")
+        if not separator or not source.strip() or not target.strip():
+            raise ConfigError(
+                f"--map must be FILE_NAME=SCHEMA_NAME pairs separated by commas; "
+                f"got {item!r}"
+            )
+        renames[source.strip()] = target.strip()
+    return renames
+
+
+def _threshold(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not 0.0 < number <= 1.0:
+        raise ConfigError(f"--threshold must be a number in (0, 1]; got {value!r}")
+    return number
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".model-")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _print_summary(
+    summary: dict[str, Any], *, json_output: bool, to_stderr: bool
+) -> None:
+    if json_output:
+        typer.echo(json.dumps(summary), err=to_stderr)
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"fedguard score: {summary['events']}")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    rate = summary["alerts"] / summary["rows"] if summary["rows"] else 0.0
+    table.add_row("events scored", f"{summary['rows']:,}")
+    table.add_row("alerts", f"{summary['alerts']:,} ({rate:.1%})")
+    table.add_row("threshold", f"{summary['threshold']:g}")
+    table.add_row("model version", str(summary["model_version"]))
+    table.add_row("skipped rows", f"{summary['skipped_rows']:,}")
+    table.add_row("alerts file", summary["output"])
+    Console(stderr=to_stderr).print(table)
