@@ -80,3 +80,79 @@ def loopback_server() -> Iterator[Callable[..., str]]:
     for server, thread in started:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that records webhook deliveries.
+
+    ``statuses`` are answered in turn (the last one repeats); while ``gate`` is
+    clear, requests wait for it (at most 30 s) before answering.
+    """
+
+    def __init__(self, statuses: list[int]) -> None:
+        import http.server
+        import threading
+
+        self.statuses = list(statuses)
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.arrived = threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests.append((dict(self.headers.items()), body))
+                receiver.arrived.set()
+                receiver.gate.wait(timeout=30)
+                turn = min(len(receiver.requests), len(receiver.statuses))
+                status = receiver.statuses[turn - 1]
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Keep test output quiet."""
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.05,), daemon=True
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[Callable[..., WebhookReceiver]]:
+    """Start loopback webhook receivers answering the given statuses."""
+    started: list[WebhookReceiver] = []
+
+    def start(*statuses: int) -> WebhookReceiver:
+        receiver = WebhookReceiver(list(statuses) or [200])
+        started.append(receiver)
+        return receiver
+
+    yield start
+
+    for receiver in started:
+        receiver.close()
+
+
+@pytest.fixture
+def closed_port_url() -> str:
+    """A loopback URL nobody listens on: the port was bound, then released."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}/hook"
