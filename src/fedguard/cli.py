@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "client",
     "actions",
     "score",
+    "simulate",
 )
 
 app = typer.Typer(
