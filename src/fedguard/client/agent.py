@@ -71,6 +71,7 @@ class AgentSettings:
     insecure_http: bool = False
     fingerprint: str | None = None
     poll_interval: float = 0.5
+    long_poll: float = 10.0
     encryption_workers: int = 1
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
@@ -212,6 +213,12 @@ class Agent:
         self.connection.close()
 
     def _join(self) -> None:
+        logger.info(
+            "local data: %d training rows (%d attacks), %d held out",
+            len(self.data.train),
+            self.data.train.num_attacks,
+            len(self.data.holdout),
+        )
         logger.info("registering with %s", self.settings.server_url)
         self.connection.health()  # waits, with backoff, until the server answers
         credential = self._credential()
@@ -260,7 +267,7 @@ class Agent:
 
     def _step(self) -> bool:
         """Handle the current round once; ``False`` when the federation is over."""
-        current = self.connection.current_round()
+        current = self.connection.current_round(wait=self.settings.long_poll)
         if current["finished"]:
             logger.info("federation finished; %d rounds contributed", self.rounds_done)
             return False

@@ -113,8 +113,9 @@ class Connection:
     def federation(self) -> dict[str, Any]:
         return self._json("GET", "/federation")
 
-    def current_round(self) -> dict[str, Any]:
-        return self._json("GET", "/rounds/current")
+    def current_round(self, wait: float = 0.0) -> dict[str, Any]:
+        """The current round; with ``wait``, held until there is work for us."""
+        return self._json("GET", "/rounds/current", params={"wait": wait})
 
     def round_status(self, round_id: int) -> dict[str, Any]:
         return self._json("GET", f"/rounds/{round_id}")

@@ -116,14 +116,7 @@ def load_local_data(source: DataSource) -> LocalData:
     else:
         rows = _mapped_csv(source)
 
-    local = split_holdout(rows, source.holdout, seed=source.seed + source.index)
-    logger.info(
-        "local data: %d training rows (%d attacks), %d held out",
-        len(local.train),
-        local.train.num_attacks,
-        len(local.holdout),
-    )
-    return local
+    return split_holdout(rows, source.holdout, seed=source.seed + source.index)
 
 
 def split_holdout(rows: Dataset, fraction: float, *, seed: int) -> LocalData:

@@ -13,6 +13,7 @@ driver never asks for one, and this check keeps it that way.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from fedguard.crypto.packing import PackingParams
 from fedguard.crypto.vectors import aggregate, decrypt_aggregate
 from fedguard.errors import CapacityError, FrameError
 from fedguard.server.wire import parse_plain_frame
+
+logger = logging.getLogger(__name__)
 
 # Frame kinds by the name used in the API and the database.
 FRAME_KINDS: Mapping[str, FrameKind] = {
@@ -151,6 +154,7 @@ class EncryptedAggregator:
         params = self.params[kind]
         _check_count(len(frames), self.min_clients, params)
 
+        logger.info("aggregating %d %s frames", len(frames), kind)
         started = time.perf_counter()
         vectors = [
             parse_frame(data, self.public_key, params, expected_length=length).vector
@@ -158,6 +162,9 @@ class EncryptedAggregator:
         ]
         summed = aggregate(vectors, self.public_key, params)
         aggregated = time.perf_counter()
+        logger.info(
+            "decrypting the %s sum (%d ciphertexts)", kind, len(summed.ciphertexts)
+        )
         decoded = decrypt_aggregate(self.private_key, params, summed)
         finished = time.perf_counter()
 
@@ -194,6 +201,7 @@ class PlainAggregator:
         params = self.params[kind]
         _check_count(len(frames), self.min_clients, params)
 
+        logger.info("aggregating %d plaintext %s frames", len(frames), kind)
         started = time.perf_counter()
         parsed = [parse_plain_frame(data, expected_length=length) for data in frames]
         clipped = [np.clip(f.values, -params.clip, params.clip) for f in parsed]

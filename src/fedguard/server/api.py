@@ -22,12 +22,14 @@ caller.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -56,6 +58,8 @@ from fedguard.server.wire import MODEL_MEDIA_TYPE
 logger = logging.getLogger(__name__)
 
 MODEL_VERSION_HEADER = "X-Fedguard-Model-Version"
+MAX_WAIT_SECONDS = 30.0
+_WAIT_STEP_SECONDS = 0.05
 
 _STATUS_TEXT = {
     400: "Invalid request or frame",
@@ -98,6 +102,14 @@ _MODEL_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 RoundPath = Annotated[int, Path(ge=0, le=2**31 - 1, description="round number")]
+WaitQuery = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT_SECONDS,
+        description="seconds to hold the answer until this client has work to do",
+    ),
+]
 
 
 def create_app(orchestrator: Orchestrator) -> FastAPI:
@@ -177,8 +189,8 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
         response_model=RoundInfo,
         responses=_errors(client=True),
     )
-    def current_round(client_id: ClientId) -> RoundInfo:
-        return orchestrator.current_round(client_id)
+    async def current_round(client_id: ClientId, wait: WaitQuery = 0.0) -> RoundInfo:
+        return await _wait_for_work(orchestrator, client_id, wait)
 
     @app.get("/rounds", response_model=RoundList, responses=_errors())
     def rounds() -> RoundList:
@@ -238,6 +250,27 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     @app.get("/metrics", response_model=MetricsHistory, responses=_errors())
     def metrics() -> MetricsHistory:
         return orchestrator.metrics_history()
+
+
+async def _wait_for_work(
+    orchestrator: Orchestrator, client_id: str, wait: float
+) -> RoundInfo:
+    """The current round, answered as soon as it asks something of this client.
+
+    A long poll: agents learn of a new round at once instead of after their next
+    poll, without asking the database more often than the state changes.
+    """
+    give_up = time.monotonic() + wait
+    while True:
+        seen = orchestrator.driver.changes
+        info = await run_in_threadpool(orchestrator.current_round, client_id)
+        missing = set(info.required) - set(info.delivered)
+        if info.finished or (info.state == "open" and missing):
+            return info
+        while orchestrator.driver.changes == seen:
+            if time.monotonic() >= give_up:
+                return info
+            await asyncio.sleep(_WAIT_STEP_SECONDS)
 
 
 def _model_response(found: tuple[int, bytes]) -> Response:

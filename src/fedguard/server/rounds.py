@@ -129,6 +129,9 @@ class RoundDriver:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Bumped on every change an agent may be waiting for (a round opened or
+        # closed, a frame stored), so that long polls re-read the state only then.
+        self.changes = 0
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -261,6 +264,7 @@ class RoundDriver:
     def _open(self, round_id: int, kind: str, model_version: int) -> None:
         deadline = utc_now() + timedelta(seconds=self.rules.round_deadline)
         self.store.open_round(round_id, kind, model_version, deadline)
+        self.changes += 1
         logger.info(
             "round %d opened (%s, model version %d, deadline in %.0f s)",
             round_id,
@@ -275,6 +279,7 @@ class RoundDriver:
         if current.round_id >= final:
             if not self.store.get_fact(FINISHED_FACT):
                 self.store.set_fact(FINISHED_FACT, True)
+                self.changes += 1
                 logger.info("federation finished after %d rounds", last_training)
             return
 
@@ -334,6 +339,7 @@ class RoundDriver:
             return
 
         self.store.close_round(close)
+        self.changes += 1
         logger.info(
             "round %d closed: %d of %d clients, aggregated in %.2f s, "
             "decrypted in %.2f s",

@@ -1,0 +1,661 @@
+"""The whole federation on one machine: a real server and N agent processes.
+
+:func:`run_simulation` starts ``fedguard server`` as a subprocess on a free
+loopback port (TLS with a throw-away local CA), enrolls N agents through the admin
+API and starts each as a ``fedguard client`` subprocess. The agents talk to the
+server over real HTTPS exactly as they would across clouds. The driver plays the
+researcher: after every training round it downloads the global model and evaluates
+it on a test set no agent sees (KDDTest+ for NSL-KDD, an independent, unbiased
+synthetic sample otherwise), and it trains a centralised baseline on the union of
+the agents' training rows for comparison.
+
+Timings come from the server: every agent reports what its round cost (training,
+encryption, upload); the server records aggregation and decryption and the round's
+wall time. Timings are not secret; the agents' own metrics are, which is why they
+only ever leave an agent encrypted.
+
+Every file of a run goes under ``out_dir``: ``metrics.json``, ``report.html``, the
+server's state and the agents' credentials, certificates and one log per process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import numpy as np
+
+from fedguard.errors import ConfigError, FedguardError
+
+logger = logging.getLogger(__name__)
+
+DATASETS = ("synthetic", "nsl-kdd")
+DEFAULT_OUT_DIR = Path("fedguard-run")
+NSL_KDD_TRAIN_FILE = "KDDTrain+.txt"
+NSL_KDD_TEST_FILE = "KDDTest+.txt"
+SYNTHETIC_TEST_ROWS = 5000
+
+# Subdirectories a run owns and recreates; nothing else in out_dir is touched.
+RUN_SUBDIRS = ("server", "agents", "certs", "logs")
+
+_START_TIMEOUT = 90.0
+_STOP_TIMEOUT = 20.0
+_POLL_SECONDS = 0.2
+
+
+class SimulationError(FedguardError):
+    """A process of the simulated federation failed."""
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """What to simulate. Defaults: synthetic data, 3 clients, 5 rounds."""
+
+    dataset: str = "synthetic"
+    data_dir: Path | None = None
+    train_file: str = NSL_KDD_TRAIN_FILE
+    test_file: str = NSL_KDD_TEST_FILE
+    clients: int = 3
+    rounds: int = 5
+    partition: str = "iid"
+    seed: int = 0
+    plaintext: bool = False
+    out_dir: Path = DEFAULT_OUT_DIR
+    rows_per_cloud: int = 4000
+    min_clients: int | None = None
+    round_deadline: float = 120.0
+    key_bits: int = 2048
+    database_url: str | None = None
+    encryption_workers: int = 1
+    extra_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                f"dataset must be one of {', '.join(DATASETS)}; got {self.dataset!r}"
+            )
+        if self.dataset == "nsl-kdd" and self.data_dir is None:
+            raise ConfigError("--data-dir is required with --dataset nsl-kdd")
+        if not 1 <= self.clients <= 64:
+            raise ConfigError(f"clients must be in [1, 64]; got {self.clients}")
+        if not 1 <= self.rounds <= 1000:
+            raise ConfigError(f"rounds must be in [1, 1000]; got {self.rounds}")
+        minimum = self.required_clients
+        if not 1 <= minimum <= self.clients:
+            raise ConfigError(
+                f"min_clients must be in [1, {self.clients}] (clients); got {minimum}"
+            )
+
+    @property
+    def required_clients(self) -> int:
+        return self.clients if self.min_clients is None else self.min_clients
+
+
+@dataclass
+class RoundResult:
+    """One training round as the researcher sees it."""
+
+    round: int
+    clients: int
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float | None
+    fpr: float
+    round_seconds: float
+    training_seconds: float
+    encryption_seconds: float
+    upload_seconds: float
+    aggregation_seconds: float
+    decryption_seconds: float
+    bytes_uploaded: int
+    fleet: dict[str, float] | None = None
+
+
+@dataclass
+class SimulationResult:
+    settings: dict[str, Any]
+    rounds: list[RoundResult]
+    centralized: dict[str, Any] | None
+    fingerprint: str
+    wall_seconds: float
+    out_dir: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        rounds = [asdict(r) for r in self.rounds]
+        return {
+            "settings": self.settings,
+            "fingerprint": self.fingerprint,
+            "wall_seconds": self.wall_seconds,
+            "rounds": rounds,
+            "final": rounds[-1] if rounds else None,
+            "centralized": self.centralized,
+        }
+
+
+# --- processes -------------------------------------------------------------------
+
+
+@dataclass
+class Process:
+    """A child process this run started, with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit code."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning(
+                    "%s did not stop in %.0f s; killing it", self.name, timeout
+                )
+                self.popen.kill()
+                self.popen.wait(timeout)
+        self.log.close()
+        return self.popen.returncode
+
+    def tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def fedguard_command(*args: str) -> list[str]:
+    """``python -m fedguard ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "fedguard", *args]
+
+
+def start_process(
+    name: str, command: Sequence[str], log_path: Path, env: dict[str, str] | None = None
+) -> Process:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("wb")
+    environment = {**os.environ, **(env or {})}
+    popen = subprocess.Popen(  # list of arguments, no shell
+        list(command), stdout=log, stderr=subprocess.STDOUT, env=environment
+    )
+    return Process(name, popen, log_path, log)
+
+
+@dataclass(frozen=True)
+class ServerHandle:
+    """A running orchestrator subprocess and how to reach it."""
+
+    process: Process
+    url: str
+    state_dir: Path
+    ca_file: Path | None
+
+    def http(self, **kwargs: Any) -> httpx.Client:
+        verify: Any = True
+        if self.ca_file is not None:
+            from fedguard.security.tls import client_ssl_context
+
+            verify = client_ssl_context(self.ca_file)
+        return httpx.Client(base_url=self.url, verify=verify, timeout=60.0, **kwargs)
+
+    def admin_token(self) -> str:
+        return (self.state_dir / "admin-token").read_text().strip()
+
+    def enrollment_token(self, name: str) -> str:
+        """A single-use enrollment token for one agent, from the admin API."""
+        with self.http() as http:
+            response = http.post(
+                "/admin/enrollment-tokens",
+                json={"name": name},
+                headers={"Authorization": f"Bearer {self.admin_token()}"},
+            )
+        if response.status_code != 201:
+            raise SimulationError(
+                f"the server refused an enrollment token: {response.status_code} "
+                f"{response.text[:200]}"
+            )
+        return str(response.json()["token"])
+
+
+def write_server_config(path: Path, document: dict[str, dict[str, Any]]) -> None:
+    """Write a TOML configuration (tables of strings, numbers and booleans)."""
+    lines = []
+    for section, values in document.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def start_server(
+    config_path: Path,
+    state_dir: Path,
+    log_path: Path,
+    *,
+    ca_file: Path | None,
+    insecure_http: bool = False,
+    timeout: float = _START_TIMEOUT,
+) -> ServerHandle:
+    """Start ``fedguard server --config config_path`` and wait until it answers."""
+    from fedguard.server.app import ENDPOINT_FILE, read_endpoint
+
+    (state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
+    args = ["server", "--config", str(config_path)]
+    if insecure_http:
+        args.append("--insecure-http")
+    process = start_process("server", fedguard_command(*args), log_path)
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        endpoint = read_endpoint(state_dir)
+        if endpoint is not None and endpoint.get("pid") == process.popen.pid:
+            handle = ServerHandle(process, str(endpoint["url"]), state_dir, ca_file)
+            if _answers(handle):
+                return handle
+        if not process.alive():
+            raise SimulationError(
+                f"the server exited with status {process.popen.returncode}:\n"
+                f"{process.tail()}"
+            )
+        time.sleep(_POLL_SECONDS)
+    process.stop()
+    raise SimulationError(f"the server did not start within {timeout:.0f} s")
+
+
+def _answers(handle: ServerHandle) -> bool:
+    try:
+        with handle.http() as http:
+            return http.get("/health").status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def agent_command(
+    server: ServerHandle, settings: SimulationSettings, index: int, state_dir: Path
+) -> list[str]:
+    """The ``fedguard client`` command line of agent ``index``."""
+    args = [
+        "client",
+        "--server",
+        server.url,
+        "--state-dir",
+        str(state_dir),
+        "--name",
+        f"cloud-{index}",
+        "--dataset",
+        settings.dataset,
+        "--index",
+        str(index),
+        "--clients",
+        str(settings.clients),
+        "--seed",
+        str(settings.seed),
+        "--encryption-workers",
+        str(settings.encryption_workers),
+    ]
+    if server.ca_file is not None:
+        args += ["--ca-file", str(server.ca_file)]
+    else:
+        args.append("--insecure-http")
+    if settings.dataset == "nsl-kdd":
+        assert settings.data_dir is not None
+        args += ["--data-dir", str(settings.data_dir), "--data-file"]
+        args += [settings.train_file, "--partition", settings.partition]
+    else:
+        args += ["--rows", str(settings.rows_per_cloud)]
+    return fedguard_command(*args)
+
+
+def start_agent(
+    server: ServerHandle,
+    settings: SimulationSettings,
+    index: int,
+    out_dir: Path,
+    token: str | None = None,
+) -> Process:
+    """Enroll (unless ``token`` is given) and start agent ``index``."""
+    name = f"cloud-{index}"
+    token = token or server.enrollment_token(name)
+    state_dir = out_dir / "agents" / name
+    command = agent_command(server, settings, index, state_dir)
+    # The token travels in the environment, not on the command line, where other
+    # local users could read it.
+    return start_process(
+        name,
+        command,
+        out_dir / "logs" / f"{name}.log",
+        env={"FEDGUARD_ENROLLMENT_TOKEN": token},
+    )
+
+
+# --- the researcher's view -------------------------------------------------------
+
+
+@dataclass
+class Evaluator:
+    """Scores downloaded global models on a held-back test set."""
+
+    dataset: Any
+    schema: Any = None
+    features: Any = None
+
+    def evaluate(self, fitted_schema: dict[str, Any], params: Any) -> dict[str, Any]:
+        from fedguard.data.schema import FeatureSchema
+        from fedguard.learning.metrics import evaluate
+        from fedguard.learning.model import ModelSpec, predict_proba
+
+        if self.schema != fitted_schema:
+            schema = FeatureSchema.from_dict(fitted_schema)
+            self.features = schema.transform(self.dataset)
+            self.schema = fitted_schema
+        spec = ModelSpec(n_features=self.features.shape[1])
+        scores = predict_proba(spec, params, self.features)
+        return evaluate(self.dataset.labels, scores).to_dict()
+
+
+def load_test_set(settings: SimulationSettings) -> Any:
+    if settings.dataset == "nsl-kdd":
+        from fedguard.data.nsl_kdd import find_nsl_kdd_file, load_nsl_kdd
+
+        assert settings.data_dir is not None
+        return load_nsl_kdd(find_nsl_kdd_file(settings.data_dir, settings.test_file))
+
+    from fedguard.data.synthetic import synthetic_split
+
+    _, test = synthetic_split(1, SYNTHETIC_TEST_ROWS, seed=settings.seed + 1)
+    return test
+
+
+def centralized_baseline(
+    settings: SimulationSettings, federation: dict[str, Any], test: Any
+) -> dict[str, Any]:
+    """The same model trained on the union of every agent's training rows."""
+    from fedguard.client.data import load_local_data
+    from fedguard.data.dataset import concat_datasets
+    from fedguard.data.schema import FeatureSchema
+    from fedguard.learning.metrics import evaluate
+    from fedguard.learning.model import ModelSpec, predict_proba
+    from fedguard.learning.training import TrainingConfig, train_centralized
+
+    parts = [
+        load_local_data(agent_source(settings, index))
+        for index in range(settings.clients)
+    ]
+    rows = concat_datasets([part.train for part in parts])
+    schema = FeatureSchema.from_dict(federation["feature_schema"]).fit(rows)
+    training = federation["training"]
+    config = TrainingConfig(
+        epochs=int(training["epochs"]) * settings.rounds,
+        batch_size=int(training["batch_size"]),
+        learning_rate=float(training["learning_rate"]),
+        l2=float(training["l2"]),
+        class_weight=training["class_weight"],
+        seed=int(training["seed"]),
+    )
+    spec = ModelSpec(n_features=schema.n_features)
+    result = train_centralized(spec, schema.transform(rows), rows.labels, config)
+    scores = predict_proba(spec, result.parameters, schema.transform(test))
+    metrics = evaluate(test.labels, scores).to_dict()
+    return {"epochs": config.epochs, "rows": len(rows), **metrics}
+
+
+def agent_source(settings: SimulationSettings, index: int) -> Any:
+    """The data source agent ``index`` of this simulation reads."""
+    from fedguard.client.data import DataSource, Partition
+
+    return DataSource(
+        dataset=settings.dataset,
+        index=index,
+        clients=settings.clients,
+        seed=settings.seed,
+        data_dir=settings.data_dir,
+        data_file=settings.train_file,
+        partition=Partition.parse(settings.partition),
+        rows=settings.rows_per_cloud,
+    )
+
+
+# --- the run -----------------------------------------------------------------------
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` and clear the subdirectories a previous run left."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_SUBDIRS:
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+
+
+def server_document(
+    settings: SimulationSettings, state_dir: Path, certs: Any | None
+) -> dict[str, dict[str, Any]]:
+    """The TOML document of the simulated orchestrator."""
+    server: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "state_dir": str(state_dir),
+    }
+    if settings.database_url:
+        server["database_url"] = settings.database_url
+    document: dict[str, dict[str, Any]] = {
+        "server": server,
+        "federation": {
+            "name": f"simulated-{settings.dataset}",
+            "dataset": settings.dataset,
+            "rounds": settings.rounds,
+            "min_clients": settings.required_clients,
+            "wait_for_clients": settings.clients,
+            "round_deadline": settings.round_deadline,
+            "key_bits": settings.key_bits,
+            "plaintext": settings.plaintext,
+        },
+    }
+    if certs is not None:
+        document["tls"] = {
+            "cert_file": str(certs.server_cert),
+            "key_file": str(certs.server_key),
+            "ca_file": str(certs.ca_cert),
+        }
+    for section, values in settings.extra_config.items():
+        document.setdefault(section, {}).update(values)
+    return document
+
+
+@contextmanager
+def running_federation(
+    settings: SimulationSettings, *, tls: bool = True
+) -> Iterator[tuple[ServerHandle, list[Process]]]:
+    """Start the server and the agents; stop every process on the way out."""
+    from fedguard.security.tls import init_certificates
+
+    out_dir = settings.out_dir.resolve()
+    prepare_out_dir(out_dir)
+    state_dir = out_dir / "server"
+    certs = init_certificates(out_dir / "certs") if tls else None
+    config_path = out_dir / "server.toml"
+    write_server_config(config_path, server_document(settings, state_dir, certs))
+
+    server = start_server(
+        config_path,
+        state_dir,
+        out_dir / "logs" / "server.log",
+        ca_file=certs.ca_cert if certs else None,
+        insecure_http=not tls,
+    )
+    agents: list[Process] = []
+    try:
+        for index in range(settings.clients):
+            agents.append(start_agent(server, settings, index, out_dir))
+        yield server, agents
+    finally:
+        for agent in agents:
+            agent.stop()
+        server.process.stop()
+
+
+def run_simulation(
+    settings: SimulationSettings, progress: Progress | None = None
+) -> SimulationResult:
+    """Run the federation of ``settings`` and return per-round results."""
+    started = time.monotonic()
+    report = progress or (lambda _stage, _done, _total: None)
+    report("loading the test set", 0, settings.rounds)
+    test = load_test_set(settings)
+    evaluator = Evaluator(test)
+
+    with running_federation(settings) as (server, agents):
+        report("waiting for round 1", 0, settings.rounds)
+        rounds, federation = _follow(server, agents, settings, evaluator, report)
+        _wait_for_agents(agents)
+
+    report("training the centralised baseline", settings.rounds, settings.rounds)
+    centralized = centralized_baseline(settings, federation, test)
+    result = SimulationResult(
+        settings=_describe(settings),
+        rounds=rounds,
+        centralized=centralized,
+        fingerprint=str(federation["fingerprint"]),
+        wall_seconds=time.monotonic() - started,
+        out_dir=settings.out_dir,
+    )
+    write_outputs(result)
+    return result
+
+
+def _follow(
+    server: ServerHandle,
+    agents: list[Process],
+    settings: SimulationSettings,
+    evaluator: Evaluator,
+    report: Progress,
+) -> tuple[list[RoundResult], dict[str, Any]]:
+    """Evaluate every training round as it closes, until the federation finishes."""
+    from fedguard.server.wire import decode_model
+
+    results: dict[int, RoundResult] = {}
+    limit = time.monotonic() + (settings.rounds + 2) * settings.round_deadline + 120
+    with server.http() as http:
+        while time.monotonic() < limit:
+            _check_processes(server, agents)
+            statuses = http.get("/rounds").raise_for_status().json()["rounds"]
+            federation = http.get("/federation").raise_for_status().json()
+            for status in statuses:
+                number = status["round"]
+                if status["kind"] != "training" or status["state"] != "closed":
+                    continue
+                if number not in results:
+                    data = http.get(f"/model/{number}").raise_for_status().content
+                    _, params = decode_model(data)
+                    metrics = evaluator.evaluate(federation["fitted_schema"], params)
+                    results[number] = _round_result(status, metrics)
+                    report(f"round {number}: F1 {metrics['f1']:.4f}", len(results),
+                           settings.rounds)  # fmt: skip
+            _attach_fleet_metrics(results, statuses)
+            if http.get("/health").json()["finished"]:
+                return [results[n] for n in sorted(results)], federation
+            time.sleep(_POLL_SECONDS)
+    raise SimulationError("the federation did not finish in time")
+
+
+def _check_processes(server: ServerHandle, agents: list[Process]) -> None:
+    if not server.process.alive():
+        raise SimulationError(
+            f"the server exited with status {server.process.popen.returncode}:\n"
+            f"{server.process.tail()}"
+        )
+    for agent in agents:
+        if not agent.alive() and agent.popen.returncode != 0:
+            raise SimulationError(
+                f"{agent.name} exited with status {agent.popen.returncode}:\n"
+                f"{agent.tail()}"
+            )
+
+
+def _wait_for_agents(agents: list[Process], timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while any(agent.alive() for agent in agents) and time.monotonic() < end:
+        time.sleep(_POLL_SECONDS)
+
+
+def _round_result(status: dict[str, Any], metrics: dict[str, Any]) -> RoundResult:
+    return RoundResult(
+        round=status["round"],
+        clients=status["contributors"],
+        accuracy=metrics["accuracy"],
+        precision=metrics["precision"],
+        recall=metrics["recall"],
+        f1=metrics["f1"],
+        roc_auc=metrics["roc_auc"],
+        fpr=metrics["fpr"],
+        round_seconds=status["round_seconds"] or 0.0,
+        training_seconds=status["training_seconds"] or 0.0,
+        encryption_seconds=status["encryption_seconds"] or 0.0,
+        upload_seconds=status["upload_seconds"] or 0.0,
+        aggregation_seconds=status["aggregation_seconds"] or 0.0,
+        decryption_seconds=status["decryption_seconds"] or 0.0,
+        bytes_uploaded=status["bytes_uploaded"],
+    )
+
+
+def _attach_fleet_metrics(
+    results: dict[int, RoundResult], statuses: list[dict[str, Any]]
+) -> None:
+    """Agents report on model version v in the round after; file it under round v."""
+    for status in statuses:
+        fleet = status.get("fleet_metrics")
+        version = status["model_version"]
+        if fleet and version in results:
+            results[version].fleet = fleet["metrics"]
+
+
+def _describe(settings: SimulationSettings) -> dict[str, Any]:
+    described = asdict(settings)
+    described["data_dir"] = str(settings.data_dir) if settings.data_dir else None
+    described["out_dir"] = str(settings.out_dir)
+    described.pop("database_url", None)
+    described.pop("extra_config", None)
+    return described
+
+
+def write_outputs(result: SimulationResult) -> None:
+    """``metrics.json`` and ``report.html`` in the run's output directory."""
+    from fedguard.report import write_report
+
+    out_dir = result.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = result.to_dict()
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_report(metrics, out_dir / "report.html")
+
+
+def mean_round_seconds(result: SimulationResult) -> float:
+    return float(np.mean([r.round_seconds for r in result.rounds]))
