@@ -122,8 +122,9 @@ def _print_tables(
         console.print("no policy has fired yet")
     else:
         table = Table(title="policy decisions and actions (newest first)")
-        for column in ("time", "round", "policy", "severity", "evidence", "action"):
+        for column in ("time (UTC)", "round", "policy", "severity", "evidence"):
             table.add_column(column)
+        table.add_column("action")
         table.add_column("outcome")
         for decision in decisions:
             _add_decision(table, decision)
@@ -134,12 +135,17 @@ def _print_tables(
 
 
 def _add_decision(table: Any, decision: "DecisionRecord") -> None:
-    evidence = f"{decision.metric} {decision.value:.4f} {decision.comparison} "
-    evidence += (
-        f"{decision.limit:g}"
-        if decision.baseline is None
-        else (f"rise {decision.limit:+g} (baseline {decision.baseline:.4f})")
-    )
+    if decision.baseline is None:
+        evidence = (
+            f"{decision.metric} {decision.value:.4f} {decision.comparison} "
+            f"{decision.limit:g}"
+        )
+    else:
+        evidence = (
+            f"{decision.metric} {decision.value:.4f}: change "
+            f"{decision.compared:+.4f} {decision.comparison} {decision.limit:+g} "
+            f"over mean {decision.baseline:.4f}"
+        )
     rows = decision.actions or []
     first = [
         decision.created_at.strftime("%Y-%m-%d %H:%M:%S"),
@@ -171,7 +177,7 @@ def _directive_table(directives: list["DirectiveRecord"]) -> Any:
     from rich.table import Table
 
     table = Table(title="agent directives (newest first)")
-    for column in ("created", "round", "policy", "handler", "params", "target"):
+    for column in ("created (UTC)", "round", "policy", "handler", "params", "target"):
         table.add_column(column)
     table.add_column("acknowledged by")
     for directive in directives:

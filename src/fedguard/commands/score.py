@@ -522,7 +522,7 @@ def _print_summary(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"fedguard score: {summary['events']}")
+    table = Table(title=f"fedguard score: {Path(summary['events']).name}")
     table.add_column("field")
     table.add_column("value", justify="right")
     rate = summary["alerts"] / summary["rows"] if summary["rows"] else 0.0
