@@ -71,11 +71,16 @@ def aggregate(
         if not 0 < weight <= 1:
             raise InputError(f"every weight must be in (0, 1]; got {weight}")
 
-    clipped = np.stack([clip_update(u, clip) for u in updates])
-    if clipped.ndim != 2:
-        raise InputError("every update must be a flat vector of the same length")
+    clipped = [clip_update(u, clip) for u in updates]
+    shape = clipped[0].shape
+    for update in clipped:
+        if update.ndim != 1 or update.shape != shape:
+            raise InputError(
+                f"every update must be a flat vector of shape {shape}; "
+                f"got {update.shape}"
+            )
     w = np.asarray(weights, dtype=np.float64)
-    result: FloatArray = (w @ clipped) / w.sum()
+    result: FloatArray = (w @ np.stack(clipped)) / w.sum()
     return result
 
 

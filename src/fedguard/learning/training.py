@@ -107,16 +107,20 @@ def train_centralized(
 def class_sample_weights(
     labels: NDArray[np.float64], class_weight: ClassWeight
 ) -> FloatArray | None:
-    """Per-row weights: ``None`` for ``"none"``; ``n / (2·n_class)`` for ``"balanced"``.
+    """Per-row weights: ``None`` for ``"none"``; ``n / (k·n_class)`` for ``"balanced"``.
 
-    A class absent from ``labels`` simply gets no rows, so nothing divides by zero.
+    ``k`` is the number of classes present, so the weights always average 1 and a
+    client holding a single class (common in skewed federations) trains at the
+    same pace as the others; an absent class divides nothing.
     """
     if class_weight == "none":
         return None
     rows = len(labels)
     positives = float(labels.sum())
-    weight_positive = rows / (2 * positives) if positives else 0.0
-    weight_negative = rows / (2 * (rows - positives)) if rows > positives else 0.0
+    negatives = rows - positives
+    present = int(positives > 0) + int(negatives > 0)
+    weight_positive = rows / (present * positives) if positives else 0.0
+    weight_negative = rows / (present * negatives) if negatives else 0.0
     return np.where(labels == 1, weight_positive, weight_negative)
 
 
