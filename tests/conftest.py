@@ -156,3 +156,51 @@ def closed_port_url() -> str:
     port = sock.getsockname()[1]
     sock.close()
     return f"http://127.0.0.1:{port}/hook"
+
+
+# --- NSL-KDD (read from ../shared/data, never copied into the repository) ---
+
+NSL_KDD_DIR = SHARED_DATA / "nsl-kdd"
+NSL_KDD_FILES = ("KDDTrain+.txt.gz", "KDDTest+.txt", "KDDTrain+_20Percent.txt")
+
+
+@pytest.fixture(scope="session")
+def nsl_kdd_dir() -> Path:
+    """The shared NSL-KDD directory; its tests skip only if the files are absent."""
+    missing = [name for name in NSL_KDD_FILES if not (NSL_KDD_DIR / name).is_file()]
+    if missing:
+        pytest.skip(
+            f"NSL-KDD data not available: {', '.join(missing)} missing in {NSL_KDD_DIR}"
+        )
+    return NSL_KDD_DIR
+
+
+@pytest.fixture(scope="session")
+def kdd_train(nsl_kdd_dir: Path) -> Any:
+    """KDDTrain+ parsed once per session (with attack families)."""
+    from fedguard.data import load_nsl_kdd
+
+    return load_nsl_kdd(nsl_kdd_dir / "KDDTrain+.txt.gz", families=True)
+
+
+@pytest.fixture(scope="session")
+def kdd_test(nsl_kdd_dir: Path) -> Any:
+    """KDDTest+ parsed once per session (with attack families)."""
+    from fedguard.data import load_nsl_kdd
+
+    return load_nsl_kdd(nsl_kdd_dir / "KDDTest+.txt", families=True)
+
+
+@pytest.fixture(scope="session")
+def kdd_matrices(kdd_train: Any, kdd_test: Any) -> Any:
+    """``(schema, X_train, y_train, X_test, y_test)`` with the fitted NSL-KDD schema."""
+    from fedguard.data import nsl_kdd_schema
+
+    schema = nsl_kdd_schema().fit(kdd_train)
+    return (
+        schema,
+        schema.transform(kdd_train),
+        kdd_train.labels,
+        schema.transform(kdd_test),
+        kdd_test.labels,
+    )
