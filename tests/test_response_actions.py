@@ -108,13 +108,8 @@ def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
 def test_log_action_names_policy_metric_value_and_threshold(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    logger = logging.getLogger("fedguard")
-    previous, logger.propagate = logger.propagate, True
-    try:
-        with caplog.at_level(logging.WARNING, logger="fedguard"):
-            LogAction("log").execute(_decision(), "a1")
-    finally:
-        logger.propagate = previous
+    with caplog.at_level(logging.WARNING, logger="fedguard"):
+        LogAction("log").execute(_decision(), "a1")
 
     (record,) = caplog.records
     assert record.levelno == logging.WARNING

@@ -67,13 +67,8 @@ def test_unknown_handlers_are_refused_and_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     registry = _registry(tmp_path, AlertThreshold(0.5, floor=0.2))
-    logger = logging.getLogger("fedguard")
-    previous, logger.propagate = logger.propagate, True
-    try:
-        with caplog.at_level(logging.WARNING, logger="fedguard"):
-            result = registry.apply(_directive("run_command", cmd="rm -rf /"))
-    finally:
-        logger.propagate = previous
+    with caplog.at_level(logging.WARNING, logger="fedguard"):
+        result = registry.apply(_directive("run_command", cmd="rm -rf /"))
 
     assert result.status == "refused"
     assert result.as_ack() == {

@@ -36,16 +36,9 @@ def audit(tmp_path: Path) -> Iterator[AuditStore]:
 
 
 @pytest.fixture
-def fedguard_logs(
-    caplog: pytest.LogCaptureFixture,
-) -> Iterator[pytest.LogCaptureFixture]:
-    # The CLI stops fedguard records from propagating; tests read them at the root.
-    logger = logging.getLogger("fedguard")
-    previous = logger.propagate
-    logger.propagate = True
+def fedguard_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="fedguard")
-    yield caplog
-    logger.propagate = previous
+    return caplog
 
 
 def _raw_config(url: str, *, dry_run: bool = False, retries: int = 2) -> dict[str, Any]:

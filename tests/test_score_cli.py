@@ -2,10 +2,12 @@
 
 import csv
 import json
+import logging
 import re
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +139,16 @@ def test_scoring_nsl_kdd_writes_the_alerts_of_the_model(
     assert attacks / len(records) > 0.7
 
 
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """Undo the log set-up the CLI does, which points at the runner's closed streams."""
+    logger = logging.getLogger("fedguard")
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved
+
+
+@pytest.mark.usefixtures("cli_logging")
 def test_all_rows_and_standard_output(nsl_model: tuple[Path, SavedModel]) -> None:
     path, model = nsl_model
     events = NSL_KDD / "KDDTrain+_20Percent.txt"
