@@ -31,10 +31,12 @@ from numpy.typing import NDArray
 
 from fedguard.client.connection import Connection, RetryPolicy, StopRequested
 from fedguard.client.data import LocalData
+from fedguard.client.directives import AlertThreshold, default_registry
 from fedguard.crypto.frames import FrameKind, encode_frame
 from fedguard.crypto.keys import PublicKey
 from fedguard.crypto.packing import PackingParams
 from fedguard.crypto.vectors import EncryptionPool, encrypt_update
+from fedguard.data.dataset import Dataset
 from fedguard.data.schema import FeatureSchema
 from fedguard.errors import ConfigError, ConflictError
 from fedguard.learning.fedavg import client_update, client_weight
@@ -49,7 +51,8 @@ from fedguard.server.wire import decode_model, encode_plain_frame
 logger = logging.getLogger(__name__)
 
 ENROLL_PATH = "/enroll"
-ALERT_THRESHOLD = 0.5
+QUARANTINE_FILE = "quarantine.jsonl"
+MAX_REMEMBERED_ALERTS = 1000
 
 _FRAME_KINDS = {
     "update": FrameKind.UPDATE,
@@ -70,6 +73,8 @@ class AgentSettings:
     ca_file: Path | None = None
     insecure_http: bool = False
     fingerprint: str | None = None
+    alert_threshold: float = 0.5
+    alert_floor: float = 0.2
     poll_interval: float = 0.5
     long_poll: float = 10.0
     encryption_workers: int = 1
@@ -175,6 +180,13 @@ class Agent:
         self._fitted: FeatureSchema | None = None
         self._features: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
         self.rounds_done = 0
+        self.threshold = AlertThreshold(
+            settings.alert_threshold, floor=settings.alert_floor
+        )
+        self._alerts: list[dict[str, Any]] = []
+        self.directives = default_registry(
+            self.threshold, settings.state_dir / QUARANTINE_FILE, lambda: self._alerts
+        )
 
         check_server_url(settings.server_url, insecure_http=settings.insecure_http)
         verify: Any = True
@@ -285,7 +297,14 @@ class Agent:
             return True
         self.connection.report_timings(current["round"], costs.to_dict())
         self.rounds_done += 1
+        self._apply_directives()
         return True
+
+    def _apply_directives(self) -> None:
+        """Apply what fired policies ask of this agent, through its own handlers."""
+        for directive in self.connection.directives():
+            result = self.directives.apply(directive)
+            self.connection.acknowledge(str(directive["directive_id"]), result.as_ack())
 
     def _take_part(
         self, current: dict[str, Any], missing: list[str], costs: RoundCosts
@@ -346,7 +365,8 @@ class Agent:
         federation = self._federation()
         holdout = self.data.holdout
         scores = predict_proba(federation.spec, global_model, features)
-        flagged = scores >= ALERT_THRESHOLD
+        flagged = scores >= self.threshold.value
+        self._remember_alerts(scores, flagged)
         families = None
         if holdout.families is not None:
             families = [str(f).lower() for f in holdout.families]
@@ -401,6 +421,14 @@ class Agent:
         costs.bytes_uploaded += len(frame)
         logger.debug("round %d: %s acknowledged %s", round_id, kind, receipt)
 
+    def _remember_alerts(
+        self, scores: NDArray[np.float64], flagged: NDArray[np.bool_]
+    ) -> None:
+        """Keep the latest flagged events for a quarantine directive."""
+        holdout = self.data.holdout
+        rows = np.flatnonzero(flagged)[-MAX_REMEMBERED_ALERTS:]
+        self._alerts = [_event(holdout, row, float(scores[row])) for row in rows]
+
     # --- helpers -----------------------------------------------------------------
 
     def _federation(self) -> Federation:
@@ -426,6 +454,16 @@ class Agent:
             fitted.transform(self.data.holdout),
         )
         return self._features
+
+
+def _event(rows: Dataset, row: int, score: float) -> dict[str, Any]:
+    """One held-out row as a JSON-ready event."""
+    event: dict[str, Any] = {"score": score, "label": str(rows.attack_types[row])}
+    for name, number in zip(rows.numeric_columns, rows.numeric[row], strict=True):
+        event[name] = float(number)
+    for name, text in zip(rows.categorical_columns, rows.categorical[row], strict=True):
+        event[name] = str(text)
+    return event
 
 
 def _fields(config: TrainingConfig) -> dict[str, Any]:

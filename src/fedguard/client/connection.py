@@ -136,6 +136,14 @@ class Connection:
             headers={"Content-Type": "application/octet-stream"},
         )
 
+    def directives(self) -> list[dict[str, Any]]:
+        """Directives of fired policies waiting for this agent."""
+        found = self._call("GET", "/directives", lambda response: response.json())
+        return [item for item in found if isinstance(item, dict)]
+
+    def acknowledge(self, directive_id: str, ack: dict[str, str]) -> None:
+        self._json("POST", f"/directives/{directive_id}/ack", json=ack)
+
     def report_timings(self, round_id: int, timings: dict[str, Any]) -> None:
         self._json("POST", f"/rounds/{round_id}/timings", json=timings)
 

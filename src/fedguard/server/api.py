@@ -10,6 +10,8 @@ Routes, in the order an agent uses them::
     POST /rounds/{round}/timings           the agent's costs for the round
     GET  /rounds, /rounds/{round}          round status
     GET  /metrics                          per-round history
+    GET  /directives                       actions of fired policies for this agent
+    POST /directives/{id}/ack              how the agent handled one
     GET  /health
 
 Agents authenticate with their credential (``Authorization: Bearer
@@ -37,11 +39,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fedguard import __version__
 from fedguard.errors import FedguardError, InputError, PayloadTooLargeError
+from fedguard.response.audit import Directive, DirectiveAck
 from fedguard.security.api import router as security_router
 from fedguard.security.deps import CLIENT_AUTH_RESPONSES, ClientId, install_security
 from fedguard.server.orchestrator import Orchestrator
 from fedguard.server.schemas import (
     ClientTimings,
+    DirectiveReceipt,
     ErrorBody,
     FederationInfo,
     FrameKindName,
@@ -102,6 +106,9 @@ _MODEL_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 RoundPath = Annotated[int, Path(ge=0, le=2**31 - 1, description="round number")]
+DirectivePath = Annotated[
+    str, Path(pattern=r"^[0-9a-f]{32}$", description="directive id")
+]
 WaitQuery = Annotated[
     float,
     Query(
@@ -246,6 +253,25 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
         version: Annotated[int, Path(ge=0, le=2**31 - 1)],
     ) -> Response:
         return _model_response(orchestrator.model(version))
+
+    @app.get(
+        "/directives",
+        response_model=list[Directive],
+        responses=_errors(client=True),
+    )
+    def directives(client_id: ClientId) -> list[Directive]:
+        return orchestrator.directives(client_id)
+
+    @app.post(
+        "/directives/{directive_id}/ack",
+        response_model=DirectiveReceipt,
+        responses=_errors(404, 409, client=True),
+    )
+    def acknowledge(
+        directive_id: DirectivePath, body: DirectiveAck, client_id: ClientId
+    ) -> DirectiveReceipt:
+        orchestrator.acknowledge(client_id, directive_id, body)
+        return DirectiveReceipt(directive_id=directive_id, status=body.status)
 
     @app.get("/metrics", response_model=MetricsHistory, responses=_errors())
     def metrics() -> MetricsHistory:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import re
 import statistics
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from fedguard.crypto.keys import (
     save_private_key,
 )
 from fedguard.errors import ConfigError, NotFoundError
+from fedguard.response.audit import Directive, DirectiveAck
+from fedguard.response.service import ResponseService
 from fedguard.security.credentials import CredentialStore, ensure_admin_token
 from fedguard.security.limits import DEFAULT_MAX_BODY_BYTES
 from fedguard.server.aggregation import (
@@ -36,7 +40,7 @@ from fedguard.server.aggregation import (
 )
 from fedguard.server.config import ServerConfig, start_clients
 from fedguard.server.federation import MODEL_KIND, Federation
-from fedguard.server.repository import Store
+from fedguard.server.repository import Store, utc_now
 from fedguard.server.rounds import (
     FINISHED_FACT,
     FITTED_SCHEMA_FACT,
@@ -102,7 +106,9 @@ def load_or_create_key(state_dir: Path, bits: int) -> PrivateKey:
 class Orchestrator:
     """One federation's server side."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(
+        self, config: ServerConfig, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
         self.config = config
         state_dir = config.server.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +128,12 @@ class Orchestrator:
         self._check_or_record_federation()
         self._ensure_initial_model()
 
+        self.response = ResponseService.start(
+            self._response_config(),
+            db_engine=self.engine,
+            state_dir=state_dir,
+            layout=self.federation.layout,
+        )
         self.aggregator = self._aggregator()
         self.driver = RoundDriver(
             self.store,
@@ -134,6 +146,8 @@ class Orchestrator:
                 round_deadline=config.federation.round_deadline,
                 server_lr=config.federation.server_lr,
             ),
+            on_round_closed=self._after_round,
+            clock=clock,
         )
 
     @property
@@ -141,6 +155,24 @@ class Orchestrator:
         if self.private_key is None:
             return PLAINTEXT_FINGERPRINT
         return self.private_key.public_key.fingerprint
+
+    def _response_config(self) -> dict[str, Any]:
+        # Without [[policies]] the response engine installs its default policies.
+        raw: dict[str, Any] = {"actions": self.config.actions}
+        if self.config.policies:
+            raw["policies"] = list(self.config.policies)
+        return raw
+
+    def _after_round(self, round_id: int, summary: Mapping[str, Any]) -> None:
+        """Hand a round's fleet metrics, with their history, to the policies."""
+        if "fleet_metrics" not in summary:
+            return
+        history = []
+        for version in range(int(summary["model_version"]) + 1):
+            fleet = self.store.get_fact(f"fleet_metrics/{version}")
+            if fleet is not None:
+                history.append(fleet["metrics"])
+        self.response.after_round(round_id, int(summary["model_version"]), history)
 
     def _aggregator(self) -> Aggregator:
         min_clients = self.config.federation.min_clients
@@ -186,7 +218,9 @@ class Orchestrator:
 
     def stop(self) -> None:
         self.driver.stop()
+        self.response.close()
         self.engine.dispose()
+        logger.info("orchestrator stopped")
 
     @property
     def admin_token_file(self) -> Path:
@@ -287,7 +321,7 @@ class Orchestrator:
             model_version=record.model_version,
             opened_at=record.opened_at,
             deadline_at=record.deadline_at,
-            seconds_left=seconds_until(record.deadline_at),
+            seconds_left=seconds_until(record.deadline_at, self.driver.clock()),
             required=list(snapshot.required),  # type: ignore[arg-type]
             delivered=delivered,  # type: ignore[arg-type]
             contributions=len(snapshot.complete_clients()),
@@ -304,7 +338,7 @@ class Orchestrator:
         return [self._status(record) for record in self.store.rounds()]
 
     def _status(self, record: RoundRecord) -> RoundStatus:
-        required = set(frame_kinds(record.kind, self.federation.collects_metrics))
+        required = set(frame_kinds(record, self.federation.collects_metrics))
         delivered = self.store.submissions(record.round_id)
         complete = sorted(c for c, kinds in delivered.items() if required <= kinds)
         timings = self.store.timings(record.round_id)
@@ -377,6 +411,15 @@ class Orchestrator:
                 round_id=round_id, client_id=client_id, **timings.model_dump()
             )
         )
+
+    # --- directives ----------------------------------------------------------------
+
+    def directives(self, client_id: str) -> list[Directive]:
+        """Directives of fired policies this client has not acknowledged yet."""
+        return self.response.audit.pending_directives(client_id)
+
+    def acknowledge(self, client_id: str, directive_id: str, ack: DirectiveAck) -> None:
+        self.response.audit.acknowledge_directive(directive_id, client_id, ack)
 
     # --- models and metrics ------------------------------------------------------
 

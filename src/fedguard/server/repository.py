@@ -127,14 +127,20 @@ class Store:
             return list(session.scalars(select(RoundRecord).order_by("round_id")))
 
     def open_round(
-        self, round_id: int, kind: str, model_version: int, deadline: datetime
+        self,
+        round_id: int,
+        kind: str,
+        model_version: int,
+        deadline: datetime,
+        *,
+        opened_at: datetime,
     ) -> RoundRecord:
         record = RoundRecord(
             round_id=round_id,
             kind=kind,
             model_version=model_version,
             state="open",
-            opened_at=utc_now(),
+            opened_at=opened_at,
             deadline_at=deadline,
             contributors=0,
             deadline_extensions=0,
@@ -159,7 +165,7 @@ class Store:
             record.deadline_at = deadline
             record.deadline_extensions += 1
 
-    def close_round(self, close: RoundClose) -> None:
+    def close_round(self, close: RoundClose, *, closed_at: datetime) -> None:
         """Store a round's outcome: model version, facts and close, all or nothing."""
         with self.session() as session, session.begin():
             record = session.get(RoundRecord, close.round_id)
@@ -177,7 +183,7 @@ class Store:
             _mark_inactive(session, close.missing_clients)
 
             record.state = "closed"
-            record.closed_at = utc_now()
+            record.closed_at = closed_at
             record.contributors = close.contributors
             record.weight = close.weight
             record.aggregation_seconds = close.aggregation_seconds

@@ -3,8 +3,9 @@
 Round plan. Round 0 is the setup round: agents send encrypted feature statistics and
 the orchestrator publishes the fitted feature schema. Rounds 1 to ``rounds`` are
 training rounds on model version ``round - 1``: agents send an encrypted update and,
-when fleet metrics are on, the encrypted counts of that model version on their
-held-out data. A final evaluation round collects the counts of the last model version.
+from round 2 on, the encrypted counts of that model version on their held-out data
+(fleet metrics). A final evaluation round collects the counts of the last model
+version.
 
 Closing rule. A client is *active* until it misses a round; its next request makes it
 active again. A round closes as soon as every active client has delivered all its
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -80,12 +80,17 @@ class RoundRules:
     server_lr: float
 
 
-def frame_kinds(round_kind: str, fleet_metrics: bool) -> tuple[str, ...]:
-    """The frames each client delivers in a round of ``round_kind``."""
-    if round_kind == SETUP:
+def frame_kinds(record: RoundRecord, fleet_metrics: bool) -> tuple[str, ...]:
+    """The frames each client delivers in a round.
+
+    The first training round carries no metrics: model version 0 is the untrained
+    starting point, and its counts would only tell that it flags everything.
+    """
+    if record.kind == SETUP:
         return ("statistics",)
-    if round_kind == TRAINING:
-        return ("update", "metrics") if fleet_metrics else ("update",)
+    if record.kind == TRAINING:
+        wants_metrics = fleet_metrics and record.model_version > 0
+        return ("update", "metrics") if wants_metrics else ("update",)
     return ("metrics",)
 
 
@@ -118,6 +123,7 @@ class RoundDriver:
         *,
         on_round_closed: Callable[[int, Mapping[str, Any]], None] | None = None,
         poll_seconds: float = 0.25,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.store = store
         self.plan = plan
@@ -125,6 +131,7 @@ class RoundDriver:
         self.rules = rules
         self.on_round_closed = on_round_closed
         self.poll_seconds = poll_seconds
+        self.clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -157,7 +164,7 @@ class RoundDriver:
         current = self.store.current_round()
         if current is None or current.state != OPEN:
             return
-        earliest = utc_now() + timedelta(seconds=self.rules.round_deadline)
+        earliest = self.clock() + timedelta(seconds=self.rules.round_deadline)
         if current.deadline_at < earliest:
             # The agents could not reach the server while it was down; give them a
             # full deadline to reconnect rather than closing at once.
@@ -187,7 +194,7 @@ class RoundDriver:
         finished = bool(self.store.get_fact(FINISHED_FACT))
         if current is None:
             return RoundSnapshot(None, finished)
-        required = frame_kinds(current.kind, self.plan.collects_metrics)
+        required = frame_kinds(current, self.plan.collects_metrics)
         delivered = self.store.submissions(current.round_id)
         return RoundSnapshot(current, finished, delivered, required)
 
@@ -210,7 +217,7 @@ class RoundDriver:
             raise ConflictError(
                 f"round {round_id} is {record.state}; it accepts no frames"
             )
-        required = frame_kinds(record.kind, self.plan.collects_metrics)
+        required = frame_kinds(record, self.plan.collects_metrics)
         if kind not in required:
             raise InputError(
                 f"round {round_id} is a {record.kind} round; it accepts "
@@ -262,8 +269,9 @@ class RoundDriver:
         self._open(0, SETUP, 0)
 
     def _open(self, round_id: int, kind: str, model_version: int) -> None:
-        deadline = utc_now() + timedelta(seconds=self.rules.round_deadline)
-        self.store.open_round(round_id, kind, model_version, deadline)
+        now = self.clock()
+        deadline = now + timedelta(seconds=self.rules.round_deadline)
+        self.store.open_round(round_id, kind, model_version, deadline, opened_at=now)
         self.changes += 1
         logger.info(
             "round %d opened (%s, model version %d, deadline in %.0f s)",
@@ -290,7 +298,7 @@ class RoundDriver:
         self._open(next_id, kind, version)
 
     def _check_open(self, current: RoundRecord) -> None:
-        required = frame_kinds(current.kind, self.plan.collects_metrics)
+        required = frame_kinds(current, self.plan.collects_metrics)
         with self._lock:
             delivered = self.store.submissions(current.round_id)
             complete = {c for c, kinds in delivered.items() if set(required) <= kinds}
@@ -306,12 +314,12 @@ class RoundDriver:
         active = self.store.active_client_ids()
         if len(complete) >= rules.min_clients and active <= complete:
             return True
-        if utc_now() < current.deadline_at:
+        if self.clock() < current.deadline_at:
             return False
         if len(complete) >= rules.min_clients:
             return True
 
-        deadline = utc_now() + timedelta(seconds=rules.round_deadline)
+        deadline = self.clock() + timedelta(seconds=rules.round_deadline)
         self.store.extend_deadline(current.round_id, deadline)
         logger.warning(
             "round %d: deadline passed with %d of the %d contributions needed "
@@ -326,7 +334,7 @@ class RoundDriver:
     # --- closing -----------------------------------------------------------------
 
     def _close(self, current: RoundRecord, delivered: dict[str, set[str]]) -> None:
-        required = frame_kinds(current.kind, self.plan.collects_metrics)
+        required = frame_kinds(current, self.plan.collects_metrics)
         complete = sorted(c for c, kinds in delivered.items() if set(required) <= kinds)
         logger.info(
             "round %d: aggregating %d contributions", current.round_id, len(complete)
@@ -338,7 +346,7 @@ class RoundDriver:
             self.store.set_round_state(current.round_id, FAILED)
             return
 
-        self.store.close_round(close)
+        self.store.close_round(close, closed_at=self.clock())
         self.changes += 1
         logger.info(
             "round %d closed: %d of %d clients, aggregated in %.2f s, "
@@ -414,15 +422,5 @@ class RoundDriver:
         return version, encode_model(version, updated)
 
 
-def seconds_until(moment: datetime) -> float:
-    return max(0.0, (moment - utc_now()).total_seconds())
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+def seconds_until(moment: datetime, now: datetime) -> float:
+    return max(0.0, (moment - now).total_seconds())

@@ -178,3 +178,8 @@ class MetricsHistory(_Model):
 
     rounds: list[RoundStatus]
     model_versions: list[int]
+
+
+class DirectiveReceipt(_Model):
+    directive_id: str
+    status: Literal["applied", "refused", "failed"]
