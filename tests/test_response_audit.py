@@ -82,6 +82,16 @@ def test_decisions_and_outcomes_are_listed_newest_first(audit: AuditStore) -> No
     assert [d.round for d in audit.list_decisions(limit=1, offset=1)] == [1]
 
 
+def test_the_listing_combines_decisions_and_directives(audit: AuditStore) -> None:
+    _queue_directive(audit)
+
+    listing = audit.listing(limit=10)
+
+    assert [d.policy for d in listing.decisions] == ["surge"]
+    assert [d.directive_id for d in listing.directives] == ["dir1"]
+    assert listing.model_dump(mode="json")["directives"][0]["acks"] == []
+
+
 def test_last_fired_rounds_per_policy(audit: AuditStore) -> None:
     for policy, round_id in [("a", 1), ("a", 4), ("b", 2)]:
         audit.record_decision(_decision(policy, round_id), [])

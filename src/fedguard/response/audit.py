@@ -180,6 +180,13 @@ class DirectiveRecord(BaseModel):
     acks: list[DirectiveAckRecord]
 
 
+class AuditListing(BaseModel):
+    """The operator's view of the audit log: ``GET /admin/actions`` and the CLI."""
+
+    decisions: list[DecisionRecord]
+    directives: list[DirectiveRecord]
+
+
 class Directive(BaseModel):
     """A directive as an agent receives it on its poll."""
 
@@ -348,6 +355,15 @@ class AuditStore:
                 )
             )
         return [_directive_record(row, by_directive[row.directive_id]) for row in rows]
+
+    def listing(
+        self, *, limit: int = 100, offset: int = 0, policy: str | None = None
+    ) -> AuditListing:
+        """Newest decisions (with actions) and directives (with acks) in one model."""
+        return AuditListing(
+            decisions=self.list_decisions(limit=limit, offset=offset, policy=policy),
+            directives=self.list_directives(limit=limit, offset=offset),
+        )
 
     def pending_directives(
         self, client_id: str, *, now: datetime | None = None

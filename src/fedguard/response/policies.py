@@ -22,9 +22,10 @@ previous rounds with a limit, and names the actions to take when it fires::
 
 The actions ``log`` and ``blocklist`` (a JSON-lines file in the state directory) are
 always defined unless the configuration redefines those names. A configuration with
-no ``[[policies]]`` (absent or an empty list) gets :data:`DEFAULT_POLICIES`. Any unknown metric, action or field
-raises :class:`~fedguard.errors.ConfigError` naming the policy and the field, so a
-mistyped policy stops the server at start-up instead of silently never firing.
+no ``[[policies]]`` (absent or an empty list) gets :data:`DEFAULT_POLICIES`. Any
+unknown metric, action or field raises :class:`~fedguard.errors.ConfigError` naming
+the policy and the field, so a mistyped policy stops the server at start-up instead
+of silently never firing.
 """
 
 import math
