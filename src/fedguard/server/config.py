@@ -58,15 +58,17 @@ class Setting:
         if self.kind is str:
             return "a string"
         noun = "an integer" if self.kind is int else "a number"
+        low, high = self._fmt(self.low), self._fmt(self.high)
         if self.low is not None and self.high is not None:
-            return f"{noun} in [{_fmt(self.low)}, {_fmt(self.high)}]"
+            return f"{noun} in [{low}, {high}]"
         if self.low is not None:
-            return f"{noun} >= {_fmt(self.low)}"
+            return f"{noun} >= {low}"
         return noun
 
-
-def _fmt(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else str(number)
+    def _fmt(self, number: float | None) -> str:
+        if number is None:
+            return ""
+        return str(int(number)) if self.kind is int else f"{number:g}"
 
 
 SECTIONS: dict[str, tuple[Setting, ...]] = {

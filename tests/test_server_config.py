@@ -1,0 +1,162 @@
+"""Orchestrator configuration: precedence, validation and pass-through sections."""
+
+from pathlib import Path
+
+import pytest
+
+from fedguard.errors import ConfigError
+from fedguard.server.config import DEFAULT_MAX_EXAMPLES, load_config, start_clients
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fedguard.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file() -> None:
+    config = load_config()
+
+    assert config.server.host == "127.0.0.1"
+    assert config.federation.min_clients == 2
+    assert config.federation.max_examples == DEFAULT_MAX_EXAMPLES
+    assert config.federation.key_bits == 2048
+    assert start_clients(config.federation) == 2
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = write(tmp_path, "[federation]\nmin_clients = 3\nrounds = 7\n")
+    env = {"FEDGUARD_FEDERATION_MIN_CLIENTS": "4", "FEDGUARD_SERVER_PORT": "9000"}
+
+    from_file = load_config(path)
+    from_env = load_config(path, env=env)
+    from_flags = load_config(path, env=env, overrides={"federation.min_clients": 5})
+
+    assert from_file.federation.min_clients == 3
+    assert from_env.federation.min_clients == 4
+    assert from_env.server.port == 9000
+    assert from_flags.federation.min_clients == 5
+    assert from_flags.federation.rounds == 7
+
+
+def test_absent_flags_do_not_override(tmp_path: Path) -> None:
+    path = write(tmp_path, "[federation]\nrounds = 9\n")
+
+    config = load_config(path, overrides={"federation.rounds": None})
+
+    assert config.federation.rounds == 9
+
+
+def test_shared_state_dir_variables() -> None:
+    env = {"FEDGUARD_STATE_DIR": "/srv/fg", "FEDGUARD_DATABASE_URL": "sqlite://"}
+
+    config = load_config(env=env)
+
+    assert config.server.state_dir == Path("/srv/fg")
+    assert config.server.database_url == "sqlite://"
+
+
+def test_other_fedguard_variables_are_ignored() -> None:
+    config = load_config(env={"FEDGUARD_ENROLLMENT_TOKEN": "x", "HOME": "/root"})
+
+    assert config.federation.rounds == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[federation]\nmin_clients = 0\n",
+            r"federation.min_clients must be an integer in \[1, 100000\]; got 0 \(from",
+        ),
+        (
+            "[packing]\nclip = -1.0\n",
+            r"packing.clip must be a number in \[1e-09, 1e\+12\]; got -1.0",
+        ),
+        (
+            "[federation]\nkey_bits = 1024\n",
+            r"federation.key_bits must be one of '2048', '3072'; got 1024",
+        ),
+        (
+            "[federation]\nplaintext = 'maybe'\n",
+            r"federation.plaintext must be true or false; got 'maybe'",
+        ),
+        ("[federation]\nrounds = 2.5\n", r"federation.rounds must be an integer"),
+        (
+            "[training]\nclass_weight = 'heavy'\n",
+            r"training.class_weight must be one of 'none', 'balanced'",
+        ),
+    ],
+)
+def test_invalid_values_name_setting_range_and_value(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_invalid_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="from FEDGUARD_SERVER_PORT"):
+        load_config(env={"FEDGUARD_SERVER_PORT": "eighty"})
+
+
+def test_invalid_flag_value_names_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"got 0 \(from --min-clients\)"):
+        load_config(overrides={"federation.min_clients": 0})
+
+
+def test_unknown_section_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown section \[fedration\]"):
+        load_config(write(tmp_path, "[fedration]\nrounds = 3\n"))
+
+
+def test_unknown_key_lists_the_accepted_ones(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown setting federation.round .*rounds"):
+        load_config(write(tmp_path, "[federation]\nround = 3\n"))
+
+
+def test_unknown_variable_of_a_known_section_is_refused() -> None:
+    with pytest.raises(
+        ConfigError, match="unknown variable FEDGUARD_FEDERATION_ROUND;"
+    ):
+        load_config(env={"FEDGUARD_FEDERATION_ROUND": "3"})
+
+
+def test_min_clients_cannot_exceed_capacity(tmp_path: Path) -> None:
+    text = "[federation]\nmin_clients = 10\n[packing]\nmax_contributors = 4\n"
+
+    with pytest.raises(ConfigError, match=r"min_clients must be <= .*\(4\); got 10"):
+        load_config(write(tmp_path, text))
+
+
+def test_other_layers_sections_are_kept_raw(tmp_path: Path) -> None:
+    text = """
+[[policies]]
+name = "high-threat"
+metric = "threat_rate"
+
+[actions.log]
+kind = "log"
+
+[tls]
+cert_file = "server.pem"
+
+[auth]
+anything = 1
+"""
+    config = load_config(write(tmp_path, text))
+
+    assert config.policies == ({"name": "high-threat", "metric": "threat_rate"},)
+    assert config.actions == {"log": {"kind": "log"}}
+    assert config.tls == {"cert_file": "server.pem"}
+    assert config.auth == {"anything": 1}
+
+
+def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"fedguard.toml"):
+        load_config(write(tmp_path, "[federation\n"))
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Path("/nonexistent/fedguard.toml"))
