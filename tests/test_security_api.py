@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
+from fedguard.errors import ConfigError
 from fedguard.security.agent import AgentCredential, enroll_agent
 from fedguard.security.api import router
 from fedguard.security.credentials import (
@@ -28,6 +29,7 @@ from fedguard.security.credentials import (
 )
 from fedguard.security.deps import (
     CLIENT_AUTH_RESPONSES,
+    AuthSettings,
     ClientId,
     ensure_same_client,
     install_security,
@@ -379,20 +381,27 @@ def test_each_client_has_its_own_request_budget(service: Service) -> None:
     assert len(service.stored()) == 5 + 1 + 1
 
 
-def test_repeated_failures_from_an_address_are_slowed(service: Service) -> None:
+def test_repeated_failures_from_an_address_are_slowed(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
     credential = service.enroll()
 
     with service.client(Authorization="Bearer wrong") as attacker:
         codes = [attacker.get("/admin/clients").status_code for _ in range(13)]
+        retry_after = attacker.get("/admin/clients").headers["retry-after"]
     with service.client(**credential.headers()) as agent:
+        # The budget slows failures only: a valid credential from the same
+        # address is still served.
         meanwhile = agent.put("/rounds/1/frames/update", content=b"f")
-        service.clock.seconds += 2.0
-        later = agent.put("/rounds/1/frames/update", content=b"f")
+    service.clock.seconds += 2.0
+    with service.client(Authorization="Bearer wrong") as attacker:
+        later = attacker.get("/admin/clients")
 
     assert codes == [401] * 12 + [429]
-    # The budget is per address: everyone behind it waits, no lookup is made.
-    assert meanwhile.status_code == 429
-    assert later.status_code == 200
+    assert retry_after == "1"
+    assert meanwhile.status_code == 200
+    assert later.status_code == 401
+    assert caplog.text.count("too many failed authentications from 127.0.0.1") == 1
 
 
 # --- admin routes ---------------------------------------------------------------------
@@ -468,3 +477,34 @@ def test_openapi_declares_both_bearer_schemes(service: Service) -> None:
     assert {"401", "403", "413", "429"} <= set(upload["responses"])
     revoke = schema["paths"]["/admin/clients/{client_id}/revoke"]["post"]
     assert revoke["security"] == [{"AdminToken": []}]
+
+
+# --- [auth] settings ---------------------------------------------------------------
+
+
+def test_auth_settings_from_the_config_section() -> None:
+    settings = AuthSettings.from_mapping(
+        {"client_burst": 500, "client_requests_per_second": 50}
+    )
+
+    assert settings.client_burst == 500
+    assert settings.client_requests_per_second == 50.0
+    assert settings.failure_burst == AuthSettings().failure_burst
+    assert settings.client_limiter().capacity == 500
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"burst": 1}, r"unknown setting \[auth\] burst; accepted: client_burst"),
+        ({"client_burst": 0}, r"auth.client_burst must be an integer in \[1, 1e\+06\]"),
+        ({"client_burst": 2.5}, r"auth.client_burst must be an integer .* got 2.5"),
+        ({"failures_per_second": "fast"}, r"must be a number .* got 'fast'"),
+        ({"failure_burst": True}, r"auth.failure_burst must be an integer"),
+    ],
+)
+def test_auth_settings_refuse_bad_values(
+    section: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        AuthSettings.from_mapping(section)

@@ -26,8 +26,7 @@ from fedguard.security.deps import (
     ADMIN_AUTH_RESPONSES,
     ERROR_RESPONSE,
     PUBLIC_RESPONSES,
-    check_failure_budget,
-    record_failure,
+    refuse,
     remote_address,
     require_admin,
     security_context,
@@ -152,16 +151,13 @@ admin_router = APIRouter(
 def enroll(body: EnrollRequest, request: Request) -> EnrolledClient:
     """Exchange a single-use enrollment token for a client credential."""
     context = security_context(request)
-    address = remote_address(request)
-    check_failure_budget(context, address)
 
     try:
         credential = context.store.redeem_enrollment_token(
             body.enrollment_token, name=body.name
         )
-    except AuthenticationError:
-        record_failure(context, address)
-        raise
+    except AuthenticationError as error:
+        refuse(context, remote_address(request), error)
 
     if context.on_enroll is not None:
         context.on_enroll(credential.client_id, credential.name)

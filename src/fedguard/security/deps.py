@@ -9,14 +9,17 @@ protects routes with the dependencies::
 ``client_id`` comes from the credential, never from the request; a route whose path
 or body also names a client_id checks it with :func:`ensure_same_client` (or uses
 :func:`require_path_client`). Every authentication failure answers 401 "invalid
-credentials"; an address that keeps failing is answered 429 before any lookup;
-an authenticated client over its request budget gets 429 with ``Retry-After``.
+credentials"; an address that keeps failing gets 429 instead, while valid
+credentials from it still pass; an authenticated client over its request budget
+gets 429 with ``Retry-After``.
 """
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, NoReturn
 
 from fastapi import Depends, FastAPI, Path, Request
 from fastapi.responses import JSONResponse
@@ -25,6 +28,7 @@ from pydantic import BaseModel
 
 from fedguard.errors import (
     AuthenticationError,
+    ConfigError,
     FedguardError,
     PayloadTooLargeError,
     PermissionDeniedError,
@@ -52,6 +56,53 @@ FAILURES_PER_SECOND = 1.0
 
 EnrollHook = Callable[[str, str | None], None]
 
+_AUTH_RANGES: dict[str, tuple[type, float, float]] = {
+    "client_burst": (int, 1, 1_000_000),
+    "client_requests_per_second": (float, 0.001, 1_000_000),
+    "failure_burst": (int, 1, 1_000_000),
+    "failures_per_second": (float, 0.001, 1_000_000),
+}
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """The ``[auth]`` section: request budgets per client and per address."""
+
+    client_burst: int = CLIENT_BURST
+    client_requests_per_second: float = CLIENT_REQUESTS_PER_SECOND
+    failure_burst: int = FAILURE_BURST
+    failures_per_second: float = FAILURES_PER_SECOND
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, object]) -> "AuthSettings":
+        """Validate a parsed ``[auth]`` table; missing keys keep their defaults."""
+        values: dict[str, Any] = {}
+        for key, value in section.items():
+            if key not in _AUTH_RANGES:
+                accepted = ", ".join(_AUTH_RANGES)
+                raise ConfigError(f"unknown setting [auth] {key}; accepted: {accepted}")
+            values[key] = _auth_value(key, value)
+        return cls(**values)
+
+    def client_limiter(self) -> RateLimiter:
+        return RateLimiter(self.client_burst, self.client_requests_per_second)
+
+    def failure_limiter(self) -> RateLimiter:
+        return RateLimiter(self.failure_burst, self.failures_per_second)
+
+
+def _auth_value(key: str, value: object) -> int | float:
+    kind, low, high = _AUTH_RANGES[key]
+    noun = "an integer" if kind is int else "a number"
+    problem = ConfigError(
+        f"auth.{key} must be {noun} in [{low:g}, {high:g}]; got {value!r}"
+    )
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise problem
+    if (kind is int and isinstance(value, float)) or not low <= value <= high:
+        raise problem
+    return int(value) if kind is int else float(value)
+
 
 @dataclass
 class SecurityContext:
@@ -61,6 +112,17 @@ class SecurityContext:
     client_limiter: RateLimiter
     failure_limiter: RateLimiter
     on_enroll: EnrollHook | None = None
+    warned: dict[str, float] = field(default_factory=dict)
+
+    def warn_once(self, address: str) -> None:
+        """Log an address over its failure budget at most once a minute."""
+        now = time.monotonic()
+        if now - self.warned.get(address, -math.inf) < 60.0:
+            return
+        if len(self.warned) > 10_000:
+            self.warned.clear()
+        self.warned[address] = now
+        logger.warning("too many failed authentications from %s", address)
 
 
 class ErrorResponse(BaseModel):
@@ -78,6 +140,8 @@ _RETRY_AFTER = {
     }
 }
 _UNAUTHORIZED = {**ERROR_RESPONSE, "description": "Missing or invalid credentials."}
+# FastAPI answers 400 to a body it cannot decode (invalid UTF-8, for one).
+_MALFORMED = {**ERROR_RESPONSE, "description": "Malformed request body."}
 _TOO_LARGE = {**ERROR_RESPONSE, "description": "Request body over the limit."}
 _RATE_LIMITED = {
     **ERROR_RESPONSE,
@@ -87,6 +151,7 @@ _RATE_LIMITED = {
 
 #: ``responses=`` for routes protected by :func:`require_client`.
 CLIENT_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _MALFORMED,
     401: _UNAUTHORIZED,
     403: {
         **ERROR_RESPONSE,
@@ -97,12 +162,14 @@ CLIENT_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 #: ``responses=`` for routes protected by :func:`require_admin`.
 ADMIN_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _MALFORMED,
     401: _UNAUTHORIZED,
     413: _TOO_LARGE,
     429: _RATE_LIMITED,
 }
 #: ``responses=`` for unauthenticated routes that read a body.
 PUBLIC_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _MALFORMED,
     413: _TOO_LARGE,
     429: _RATE_LIMITED,
 }
@@ -123,6 +190,7 @@ def install_security(
     app: FastAPI,
     store: CredentialStore,
     *,
+    settings: AuthSettings | None = None,
     client_limiter: RateLimiter | None = None,
     failure_limiter: RateLimiter | None = None,
     max_body_bytes: BodyLimit = DEFAULT_MAX_BODY_BYTES,
@@ -130,14 +198,17 @@ def install_security(
 ) -> SecurityContext:
     """Attach credentials, rate limits, body caps and error handlers to ``app``.
 
-    Call before the app starts. ``max_body_bytes`` is one cap or a callable
+    Call before the app starts. Request budgets come from ``settings`` (the
+    ``[auth]`` section) unless limiters are given. ``max_body_bytes`` is one cap or a
+    callable
     ``(method, path) -> cap`` (see :class:`BodySizeLimitMiddleware`); ``on_enroll``
     is called with ``(client_id, name)`` after an agent enrolls.
     """
+    settings = settings or AuthSettings()
     if client_limiter is None:
-        client_limiter = RateLimiter(CLIENT_BURST, CLIENT_REQUESTS_PER_SECOND)
+        client_limiter = settings.client_limiter()
     if failure_limiter is None:
-        failure_limiter = RateLimiter(FAILURE_BURST, FAILURES_PER_SECOND)
+        failure_limiter = settings.failure_limiter()
     context = SecurityContext(store, client_limiter, failure_limiter, on_enroll)
     app.state.fedguard_security = context
 
@@ -186,19 +257,20 @@ def remote_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def check_failure_budget(context: SecurityContext, address: str) -> None:
-    """429 for an address that spent its failed-authentication budget."""
-    wait = context.failure_limiter.retry_after(address)
-    if wait > 0:
-        raise RateLimitExceededError(wait)
+def refuse(context: SecurityContext, address: str, error: FedguardError) -> NoReturn:
+    """Raise ``error`` for a failed authentication, or 429 once ``address`` has
+    failed more often than its budget allows.
 
-
-def record_failure(context: SecurityContext, address: str) -> None:
-    """Spend one unit of ``address``'s failed-authentication budget."""
+    Only failures are slowed: a valid credential sent from the same address is
+    still accepted, so one misconfigured agent cannot lock out its neighbours
+    behind the same NAT or on the same loopback.
+    """
     try:
         context.failure_limiter.acquire(address)
-    except RateLimitExceededError:
-        logger.warning("too many failed authentications from %s", address)
+    except RateLimitExceededError as limited:
+        context.warn_once(address)
+        raise limited from None
+    raise error
 
 
 def require_client(
@@ -207,17 +279,14 @@ def require_client(
 ) -> str:
     """The client_id of the request's valid credential (FastAPI dependency)."""
     context = security_context(request)
-    address = remote_address(request)
-    check_failure_budget(context, address)
 
     try:
         client_id = context.store.authenticate(
             credentials.credentials if credentials else ""
         )
-    except AuthenticationError:
-        logger.debug("refused client credential from %s", address)
-        record_failure(context, address)
-        raise
+    except AuthenticationError as error:
+        logger.debug("refused client credential from %s", remote_address(request))
+        refuse(context, remote_address(request), error)
 
     context.client_limiter.acquire(client_id)
     return client_id
@@ -229,15 +298,12 @@ def require_admin(
 ) -> None:
     """Refuse any request that does not carry the admin token (FastAPI dependency)."""
     context = security_context(request)
-    address = remote_address(request)
-    check_failure_budget(context, address)
 
     try:
         context.store.check_admin_token(credentials.credentials if credentials else "")
-    except AuthenticationError:
-        logger.debug("refused admin token from %s", address)
-        record_failure(context, address)
-        raise
+    except AuthenticationError as error:
+        logger.debug("refused admin token from %s", remote_address(request))
+        refuse(context, remote_address(request), error)
 
 
 ClientId = Annotated[str, Depends(require_client)]
