@@ -123,6 +123,25 @@ def test_plain_and_gzip_copies_load_the_same(
     assert np.array_equal(a.attack_types, b.attack_types)
 
 
+def test_crlf_and_quoted_copies_load_the_same(
+    tmp_path: Path, kdd_lines: list[str]
+) -> None:
+    """Quotes and CR force the csv-module path; LF-only text takes the fast one."""
+    lf = tmp_path / "lf.txt"
+    lf.write_text("\n".join(kdd_lines) + "\n\n")
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes(("\r\n".join(kdd_lines) + "\r\n").encode())
+    quoted = tmp_path / "quoted.txt"
+    quoted.write_text("\n".join(line.replace(",tcp,", ',"tcp",') for line in kdd_lines))
+
+    datasets = [load_nsl_kdd(path) for path in (lf, crlf, quoted)]
+
+    for other in datasets[1:]:
+        assert np.array_equal(other.numeric, datasets[0].numeric)
+        assert np.array_equal(other.categorical, datasets[0].categorical)
+        assert np.array_equal(other.attack_types, datasets[0].attack_types)
+
+
 def test_wrong_column_count_names_file_and_line(
     tmp_path: Path, kdd_lines: list[str]
 ) -> None:
