@@ -211,12 +211,12 @@ class AuditStore:
     """Reads and writes the response audit tables through ``engine``."""
 
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
         """Create the audit tables (and any other table on Base) if missing."""
-        bind = self._sessions.kw["bind"]
-        Base.metadata.create_all(bind)
+        Base.metadata.create_all(self._engine)
 
     def record_decision(
         self,
