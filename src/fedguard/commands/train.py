@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
 
 def train(
     dataset: Annotated[
-        str | None, typer.Option(help="Built-in dataset: nsl-kdd or synthetic.")
+        str | None,
+        typer.Option(metavar="nsl-kdd|synthetic", help="Built-in dataset."),
     ] = None,
     data_dir: Annotated[
         Path | None,
@@ -94,12 +95,21 @@ def train(
     test_rows: Annotated[
         str, typer.Option(metavar="INTEGER", help="Synthetic test rows.")
     ] = "5000",
-    epochs: Annotated[str, typer.Option(metavar="INTEGER")] = "10",
-    batch_size: Annotated[str, typer.Option(metavar="INTEGER")] = "64",
-    learning_rate: Annotated[str, typer.Option(metavar="FLOAT")] = "0.05",
+    epochs: Annotated[
+        str, typer.Option(metavar="INTEGER", help="Passes over the training rows.")
+    ] = "10",
+    batch_size: Annotated[
+        str, typer.Option(metavar="INTEGER", help="Rows per gradient step.")
+    ] = "64",
+    learning_rate: Annotated[
+        str, typer.Option(metavar="FLOAT", help="Gradient step size.")
+    ] = "0.05",
     l2: Annotated[str, typer.Option(metavar="FLOAT", help="L2 penalty.")] = "0.0001",
     class_weight: Annotated[
-        str, typer.Option(help="none or balanced (inverse class frequency).")
+        str,
+        typer.Option(
+            metavar="none|balanced", help="balanced: weight by inverse class frequency."
+        ),
     ] = "none",
     seed: Annotated[
         str, typer.Option(metavar="INTEGER", help="Seed of data and shuffling.")
@@ -211,8 +221,6 @@ def _load(request: TrainRequest) -> tuple["Dataset", "Dataset", "FeatureSchema"]
 
 
 def _load_csv(request: TrainRequest) -> tuple["Dataset", "Dataset", "FeatureSchema"]:
-    import numpy as np
-
     from fedguard.data import CsvMapping, infer_schema, load_flow_csv
 
     assert request.csv is not None  # checked by _check_sources
@@ -237,18 +245,24 @@ def _load_csv(request: TrainRequest) -> tuple["Dataset", "Dataset", "FeatureSche
                 f"got {', '.join(test_set.numeric_columns)}"
             )
     else:
-        order = np.random.default_rng(request.seed).permutation(len(data))
-        held_out = max(1, round(len(data) * request.test_fraction))
-        if held_out >= len(data):
-            raise ConfigError(
-                f"--test-fraction leaves no training rows out of {len(data)}; "
-                f"got {request.test_fraction}"
-            )
-        test_set, train_set = (
-            data.subset(order[:held_out]),
-            data.subset(order[held_out:]),
-        )
+        train_set, test_set = _hold_out(data, request.test_fraction, request.seed)
     return train_set, test_set, infer_schema(train_set, name=request.csv.name)
+
+
+def _hold_out(
+    data: "Dataset", fraction: float, seed: int
+) -> tuple["Dataset", "Dataset"]:
+    """A seeded split into training rows and ``fraction`` of held-out test rows."""
+    import numpy as np
+
+    order = np.random.default_rng(seed).permutation(len(data))
+    held_out = max(1, round(len(data) * fraction))
+    if held_out >= len(data):
+        raise ConfigError(
+            f"--test-fraction leaves no training rows out of {len(data)}; "
+            f"got {fraction}"
+        )
+    return data.subset(order[held_out:]), data.subset(order[:held_out])
 
 
 def _check_sources(request: TrainRequest, csv_options_given: list[str]) -> None:
