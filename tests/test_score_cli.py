@@ -7,6 +7,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,6 +218,70 @@ def test_csv_errors_name_the_line_and_column(
 
     with pytest.raises(DataFormatError, match=r"lacks columns \['duration'\].*--map"):
         read_event_csv(events, schema, renames={"duration": "time"})
+
+
+@pytest.mark.slow
+def test_the_model_is_fetched_from_a_running_orchestrator(tmp_path: Path) -> None:
+    # A real federation leaves a fitted schema and model version 1 in its state.
+    out = tmp_path / "run"
+    simulated = _fedguard(
+        "simulate",
+        "--clients",
+        "2",
+        "--rounds",
+        "1",
+        "--rows",
+        "600",
+        "--out",
+        str(out),
+    )
+    assert simulated.returncode == 0, simulated.stderr
+
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fedguard",
+            "server",
+            "--config",
+            str(out / "server.toml"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = _wait_for_endpoint(out / "server" / "endpoint.json", server)
+        _, test = synthetic_split(50, 200, seed=5)
+        events, saved = tmp_path / "events.csv", tmp_path / "fetched.json"
+        _write_csv(events, test, {})
+        done = _fedguard(
+            "score", str(events), "--format", "csv", "--server", url,
+            "--ca-file", str(out / "certs" / "ca.pem"), "--save-model", str(saved),
+            "-o", str(tmp_path / "alerts.jsonl"), "--json",
+        )  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+    assert done.returncode == 0, done.stderr
+    model = load_model_file(saved)
+    assert model.model_version == 1 and model.schema.is_fitted
+    scores = model.score(test)
+    assert json.loads(done.stdout)["alerts"] == int(np.sum(scores >= 0.5))
+
+
+def _wait_for_endpoint(path: Path, server: subprocess.Popen[bytes]) -> str:
+    """The URL the server wrote once listening (a bounded wait, not a timing test)."""
+    for _ in range(600):
+        try:
+            endpoint = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            endpoint = {}
+        if endpoint.get("pid") == server.pid:
+            return str(endpoint["url"])
+        assert server.poll() is None, "the server exited"
+        time.sleep(0.1)
+    raise AssertionError("the server did not report its endpoint")
 
 
 @pytest.mark.parametrize(
