@@ -79,6 +79,8 @@ class SimulationSettings:
     key_bits: int = 2048
     database_url: str | None = None
     encryption_workers: int = 1
+    key_file: Path | None = None
+    port: int = 0
     extra_config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -461,7 +463,7 @@ def server_document(
     """The TOML document of the simulated orchestrator."""
     server: dict[str, Any] = {
         "host": "127.0.0.1",
-        "port": 0,
+        "port": settings.port,
         "state_dir": str(state_dir),
     }
     if settings.database_url:
@@ -495,22 +497,8 @@ def running_federation(
     settings: SimulationSettings, *, tls: bool = True
 ) -> Iterator[tuple[ServerHandle, list[Process]]]:
     """Start the server and the agents; stop every process on the way out."""
-    from fedguard.security.tls import init_certificates
-
+    server = launch_server(settings, tls=tls)
     out_dir = settings.out_dir.resolve()
-    prepare_out_dir(out_dir)
-    state_dir = out_dir / "server"
-    certs = init_certificates(out_dir / "certs") if tls else None
-    config_path = out_dir / "server.toml"
-    write_server_config(config_path, server_document(settings, state_dir, certs))
-
-    server = start_server(
-        config_path,
-        state_dir,
-        out_dir / "logs" / "server.log",
-        ca_file=certs.ca_cert if certs else None,
-        insecure_http=not tls,
-    )
     agents: list[Process] = []
     try:
         for index in range(settings.clients):
@@ -520,6 +508,33 @@ def running_federation(
         for agent in agents:
             agent.stop()
         server.process.stop()
+
+
+def launch_server(settings: SimulationSettings, *, tls: bool = True) -> ServerHandle:
+    """Prepare ``out_dir`` (certificates, configuration, key) and start the server."""
+    from fedguard.crypto.keys import load_private_key, save_private_key
+    from fedguard.security.tls import init_certificates
+    from fedguard.server.orchestrator import PRIVATE_KEY_FILE
+
+    out_dir = settings.out_dir.resolve()
+    prepare_out_dir(out_dir)
+    state_dir = out_dir / "server"
+    certs = init_certificates(out_dir / "certs") if tls else None
+    config_path = out_dir / "server.toml"
+    write_server_config(config_path, server_document(settings, state_dir, certs))
+    if settings.key_file is not None:
+        # Reusing a key skips generation; the copy is written 0600 like any key.
+        save_private_key(
+            load_private_key(settings.key_file), state_dir / PRIVATE_KEY_FILE
+        )
+
+    return start_server(
+        config_path,
+        state_dir,
+        out_dir / "logs" / "server.log",
+        ca_file=certs.ca_cert if certs else None,
+        insecure_http=not tls,
+    )
 
 
 def run_simulation(
@@ -535,7 +550,7 @@ def run_simulation(
     with running_federation(settings) as (server, agents):
         report("waiting for round 1", 0, settings.rounds)
         rounds, federation = _follow(server, agents, settings, evaluator, report)
-        _wait_for_agents(agents)
+        wait_for_agents(agents)
 
     report("training the centralised baseline", settings.rounds, settings.rounds)
     centralized = centralized_baseline(settings, federation, test)
@@ -600,7 +615,8 @@ def _check_processes(server: ServerHandle, agents: list[Process]) -> None:
             )
 
 
-def _wait_for_agents(agents: list[Process], timeout: float = 30.0) -> None:
+def wait_for_agents(agents: list[Process], timeout: float = 30.0) -> None:
+    """Give agents time to notice the end of the federation and exit by themselves."""
     end = time.monotonic() + timeout
     while any(agent.alive() for agent in agents) and time.monotonic() < end:
         time.sleep(_POLL_SECONDS)
