@@ -78,6 +78,23 @@ def wait_for_endpoint(process: subprocess.Popen[bytes], state_dir: Path) -> str:
     raise AssertionError("fedguard server did not start")
 
 
+def enroll_two_clients(url: str, ca_file: Path, admin_token: str) -> AgentCredential:
+    """Enroll two clients and return the first one's credential.
+
+    Two clients make min_clients, so the setup round opens and the long poll of
+    ``GET /rounds/current`` answers at once instead of holding requests.
+    """
+    verify = client_ssl_context(ca_file)
+    admin_headers = {"Authorization": f"Bearer {admin_token}"}
+    with httpx.Client(base_url=url, verify=verify, headers=admin_headers) as admin:
+        tokens = [
+            admin.post("/admin/enrollment-tokens", json={"name": name}).json()["token"]
+            for name in ("fuzz", "other")
+        ]
+    with httpx.Client(base_url=url, verify=verify) as agent:
+        return [enroll_agent(agent, "/enroll", token) for token in tokens][0]
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("fuzz")
@@ -95,15 +112,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     try:
         url = wait_for_endpoint(process, root / "state")
         admin_token = (root / "state" / "admin-token").read_text().strip()
-        served = Served(url, certs.ca_cert, admin_token, None, process, log, root)  # type: ignore[arg-type]
-        with served.client(Authorization=f"Bearer {admin_token}") as admin:
-            token = admin.post("/admin/enrollment-tokens", json={"name": "fuzz"})
-            second = admin.post("/admin/enrollment-tokens", json={"name": "other"})
-        with served.client() as agent:
-            served.credential = enroll_agent(agent, "/enroll", token.json()["token"])
-            # A second client makes min_clients, so the setup round opens and the
-            # long poll of GET /rounds/current answers at once.
-            enroll_agent(agent, "/enroll", second.json()["token"])
+        credential = enroll_two_clients(url, certs.ca_cert, admin_token)
+        served = Served(url, certs.ca_cert, admin_token, credential, process, log, root)
         yield served
     finally:
         process.terminate()
