@@ -27,6 +27,7 @@ from fedguard.security.tls import (
     load_certificate,
     renew_server_certificate,
     server_ssl_kwargs,
+    untrusted_server_error,
     write_certificate,
     write_private_key,
 )
@@ -367,9 +368,14 @@ def test_agent_refuses_a_server_signed_by_another_ca(
 
     with (
         httpx.Client(verify=client_ssl_context(other_ca)) as client,
-        pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED"),
+        pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED") as caught,
     ):
         client.get(f"{url}/health")
+
+    explained = untrusted_server_error(caught.value, other_ca)
+    assert explained is not None
+    assert "not trusted (unable to get local issuer certificate)" in str(explained)
+    assert str(other_ca) in str(explained)
 
 
 def test_agent_refuses_a_certificate_for_another_host(
@@ -386,9 +392,25 @@ def test_agent_refuses_a_certificate_for_another_host(
 
     with (
         httpx.Client(verify=client_ssl_context(certs.ca_cert)) as client,
-        pytest.raises(httpx.ConnectError, match=r"Hostname mismatch|IP address"),
+        pytest.raises(
+            httpx.ConnectError, match=r"Hostname mismatch|IP address"
+        ) as caught,
     ):
         client.get(f"{url}/health")
+
+    assert "not trusted" in str(untrusted_server_error(caught.value, certs.ca_cert))
+
+
+def test_other_connection_failures_are_not_blamed_on_tls(
+    certs: CertificatePaths,
+) -> None:
+    with (
+        httpx.Client(verify=client_ssl_context(certs.ca_cert)) as client,
+        pytest.raises(httpx.ConnectError) as caught,
+    ):
+        client.get("https://127.0.0.1:1/health")
+
+    assert untrusted_server_error(caught.value, certs.ca_cert) is None
 
 
 def test_server_refuses_tls_below_1_2(

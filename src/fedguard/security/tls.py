@@ -540,6 +540,30 @@ def client_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return context
 
 
+def untrusted_server_error(
+    error: BaseException, ca_file: Path | None
+) -> ConfigError | None:
+    """A clear error if ``error`` (say an ``httpx.ConnectError``) was caused by a
+    server certificate this agent does not trust, else None.
+
+    Certificate failures are not transient: an agent should stop and say so rather
+    than retry as if the server were down.
+    """
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+
+    reason = cause.verify_message or "certificate verify failed"
+    trusted = f"CA file {ca_file}" if ca_file else "the system trust store"
+    return ConfigError(
+        f"the server's TLS certificate is not trusted ({reason}); check that "
+        f"{trusted} is the ca.pem from the server's `fedguard certs init` and that "
+        "the server URL names a host in its certificate"
+    )
+
+
 def check_server_url(url: str, *, insecure_http: bool) -> None:
     """Refuse an ``http://`` server URL on an agent unless plain HTTP was asked for."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
