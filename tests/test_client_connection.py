@@ -2,10 +2,13 @@
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import httpx
 import pytest
 
 from fedguard.client.connection import (
@@ -14,7 +17,13 @@ from fedguard.client.connection import (
     ServerUnreachableError,
     StopRequested,
 )
-from fedguard.errors import AuthenticationError, ConflictError, NotFoundError
+from fedguard.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+)
+from fedguard.security.tls import client_ssl_context, init_certificates
 
 FAST = RetryPolicy(base=0.05, cap=0.2, retry_for=30.0)
 
@@ -132,3 +141,26 @@ def test_backoff_grows_and_is_capped() -> None:
 
     assert 0.25 <= delays[0] <= 0.5
     assert all(2.0 <= delay <= 4.0 for delay in delays[3:])
+
+
+def test_an_untrusted_certificate_fails_at_once(tmp_path: Path) -> None:
+    served = init_certificates(tmp_path / "server-ca")
+    foreign = init_certificates(tmp_path / "other-ca")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(served.server_cert, served.server_key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    http = httpx.Client(base_url=url, verify=client_ssl_context(foreign.ca_cert))
+    patient = RetryPolicy(base=5.0, cap=5.0, retry_for=300.0)
+
+    try:
+        with (
+            Connection(url, retry=patient, client=http, ca_file=foreign.ca_cert) as c,
+            pytest.raises(ConfigError, match="TLS certificate is not trusted"),
+        ):
+            c.health()
+    finally:
+        server.shutdown()
+        server.server_close()

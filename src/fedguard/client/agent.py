@@ -194,7 +194,11 @@ class Agent:
             verify = client_ssl_context(settings.ca_file)
         http = httpx.Client(base_url=settings.server_url, timeout=60.0, verify=verify)
         self.connection = Connection(
-            settings.server_url, retry=settings.retry, stop=self.stop, client=http
+            settings.server_url,
+            retry=settings.retry,
+            stop=self.stop,
+            client=http,
+            ca_file=settings.ca_file,
         )
         self._http = http
 

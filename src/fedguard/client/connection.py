@@ -4,7 +4,8 @@ While the orchestrator is unreachable (connection refused, reset, timed out) or
 answers 429, 502, 503 or 504, a call is retried after ``min(cap, base·2^attempt)``
 seconds scaled by a random factor in [0.5, 1] ("equal jitter"), so that agents
 restarted together do not hammer the server in step. Retries stop after
-``retry_for`` seconds in total; then :class:`ServerUnreachableError` says so.
+``retry_for`` seconds in total; then :class:`ServerUnreachableError` says so. A
+server certificate the agent does not trust is not retried: it fails at once.
 Any other error status becomes the :mod:`fedguard.errors` exception of that status
 with the server's message.
 """
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -30,6 +32,7 @@ from fedguard.errors import (
     PayloadTooLargeError,
     PermissionDeniedError,
 )
+from fedguard.security.tls import untrusted_server_error
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +86,10 @@ class Connection:
         timeout: float = 60.0,
         stop: threading.Event | None = None,
         client: httpx.Client | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.ca_file = ca_file
         self.retry = retry or RetryPolicy()
         self.stop = stop or threading.Event()
         self.client_id: str | None = None
@@ -190,6 +195,10 @@ class Connection:
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except (httpx.TransportError, httpx.TimeoutException) as error:
+            # A certificate this agent does not trust will not fix itself.
+            untrusted = untrusted_server_error(error, self.ca_file)
+            if untrusted is not None:
+                raise untrusted from None
             return type(error).__name__
         if response.status_code in _RETRY_STATUSES:
             return f"HTTP {response.status_code}"
