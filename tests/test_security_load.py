@@ -24,7 +24,7 @@ import pytest
 
 from fedguard.client.agent import read_federation
 from fedguard.crypto.frames import FrameKind, encode_frame
-from fedguard.crypto.vectors import encrypt_update
+from fedguard.crypto.vectors import EncryptionPool, encrypt_update
 from fedguard.security.agent import AgentCredential, enroll_agent
 from fedguard.security.tls import client_ssl_context, init_certificates
 
@@ -132,6 +132,8 @@ def statistics_frames(
     k = len(federation.schema.numeric)
     rng = np.random.default_rng(20240607)
 
+    # One encryptor for all frames: its fixed-base table is built once.
+    pool = EncryptionPool(federation.public_key, workers=1)
     frames, vectors, weights = [], [], []
     for _ in range(count):
         mean = rng.uniform(-50.0, 50.0, k)
@@ -142,6 +144,7 @@ def statistics_frames(
             federation.packings["statistics"],
             weight * vector,
             weight,
+            pool=pool,
         )
         frames.append(
             encode_frame(
@@ -155,6 +158,7 @@ def statistics_frames(
         vectors.append(vector)
         weights.append(weight)
 
+    pool.close()
     expected = np.average(np.array(vectors), axis=0, weights=np.array(weights))
     return frames, expected, round(sum(weights) * MAX_EXAMPLES)
 
