@@ -211,7 +211,7 @@ def test_setup_round_publishes_the_fitted_schema(
     wait_for_round(three_clients[0], 0, "closed")
 
     info = three_clients[0].get("/federation").json()
-    current = three_clients[0].get("/rounds/current", params={"wait": 20}).json()
+    current = three_clients[0].get("/rounds/current", params={"wait": 9}).json()
 
     assert info["fitted_schema"]["num_examples"] > 0
     assert (current["round"], current["kind"], current["state"]) == (
@@ -286,7 +286,7 @@ def test_long_poll_returns_as_soon_as_there_is_work(api: Api) -> None:
     with api.client(api.enroll("cloud-a")) as http:
 
         def poll() -> None:
-            answer = http.get("/rounds/current", params={"wait": 20})
+            answer = http.get("/rounds/current", params={"wait": 9})
             holder["round"] = answer.json()
 
         waiting = threading.Thread(target=poll)

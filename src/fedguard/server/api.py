@@ -62,7 +62,7 @@ from fedguard.server.wire import MODEL_MEDIA_TYPE
 logger = logging.getLogger(__name__)
 
 MODEL_VERSION_HEADER = "X-Fedguard-Model-Version"
-MAX_WAIT_SECONDS = 30.0
+MAX_WAIT_SECONDS = 9.0
 _WAIT_STEP_SECONDS = 0.05
 
 _STATUS_TEXT = {
@@ -161,7 +161,12 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(
         _request: Request, error: StarletteHTTPException
     ) -> JSONResponse:
-        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
+        # Keep the headers Starlette set, such as Allow on a 405.
+        return JSONResponse(
+            {"error": str(error.detail)},
+            status_code=error.status_code,
+            headers=error.headers,
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
