@@ -34,10 +34,14 @@ class Api:
         headers = {"Authorization": f"Bearer {credential}"} if credential else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
+    @property
+    def admin_token(self) -> str:
+        path = self.orchestrator.config.server.state_dir / "admin-token"
+        return path.read_text().strip()
+
     def enroll(self, name: str) -> str:
         """A client credential, through the admin and enrollment routes."""
-        admin = (self.orchestrator.config.server.state_dir / "admin-token").read_text()
-        with self.client(admin.strip()) as http:
+        with self.client(self.admin_token) as http:
             token = http.post("/admin/enrollment-tokens", json={"name": name})
             token.raise_for_status()
             enrolled = http.post(
@@ -236,7 +240,7 @@ def test_requests_without_credentials_are_refused(api: Api) -> None:
 
 
 def test_model_download_is_binary_with_its_version(api: Api) -> None:
-    with api.client() as http:
+    with api.client(api.enroll("cloud-a")) as http:
         response = http.get("/model")
         missing = http.get("/model/99")
 
@@ -245,6 +249,17 @@ def test_model_download_is_binary_with_its_version(api: Api) -> None:
     assert params.shape == (api.orchestrator.federation.n_params,)
     assert missing.status_code == 404
     assert missing.json() == {"error": "model version 99 does not exist"}
+
+
+def test_model_rounds_and_metrics_are_for_members_only(api: Api) -> None:
+    with api.client() as anonymous, api.client(api.admin_token) as operator:
+        refused = [anonymous.get(path) for path in ("/model", "/rounds", "/metrics")]
+        allowed = [operator.get(path) for path in ("/model", "/rounds", "/metrics")]
+        public = [anonymous.get(path) for path in ("/health", "/federation")]
+
+    assert [r.status_code for r in refused] == [401, 401, 401]
+    assert [r.status_code for r in allowed] == [200, 200, 200]
+    assert [r.status_code for r in public] == [200, 200]
 
 
 def test_unknown_round_and_malformed_parameters(

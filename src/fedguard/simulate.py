@@ -209,13 +209,19 @@ class ServerHandle:
     state_dir: Path
     ca_file: Path | None
 
-    def http(self, **kwargs: Any) -> httpx.Client:
+    def http(self) -> httpx.Client:
+        """A client authenticated as the operator (the admin token)."""
         verify: Any = True
         if self.ca_file is not None:
             from fedguard.security.tls import client_ssl_context
 
             verify = client_ssl_context(self.ca_file)
-        return httpx.Client(base_url=self.url, verify=verify, timeout=60.0, **kwargs)
+        return httpx.Client(
+            base_url=self.url,
+            verify=verify,
+            timeout=60.0,
+            headers={"Authorization": f"Bearer {self.admin_token()}"},
+        )
 
     def admin_token(self) -> str:
         return (self.state_dir / "admin-token").read_text().strip()
@@ -223,11 +229,7 @@ class ServerHandle:
     def enrollment_token(self, name: str) -> str:
         """A single-use enrollment token for one agent, from the admin API."""
         with self.http() as http:
-            response = http.post(
-                "/admin/enrollment-tokens",
-                json={"name": name},
-                headers={"Authorization": f"Bearer {self.admin_token()}"},
-            )
+            response = http.post("/admin/enrollment-tokens", json={"name": name})
         if response.status_code != 201:
             raise SimulationError(
                 f"the server refused an enrollment token: {response.status_code} "

@@ -31,17 +31,31 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fedguard import __version__
-from fedguard.errors import FedguardError, InputError, PayloadTooLargeError
+from fedguard.errors import (
+    AuthenticationError,
+    FedguardError,
+    InputError,
+    PayloadTooLargeError,
+)
 from fedguard.response.audit import Directive, DirectiveAck
 from fedguard.security.api import router as security_router
-from fedguard.security.deps import CLIENT_AUTH_RESPONSES, ClientId, install_security
+from fedguard.security.deps import (
+    CLIENT_AUTH_RESPONSES,
+    AuthSettings,
+    ClientId,
+    install_security,
+    refuse,
+    remote_address,
+    security_context,
+)
 from fedguard.server.orchestrator import Orchestrator
 from fedguard.server.schemas import (
     ClientTimings,
@@ -72,6 +86,39 @@ _STATUS_TEXT = {
     422: "Malformed parameters or body",
     500: "Internal error",
 }
+
+
+member_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="MemberCredential",
+    description="A client credential (`<client_id>.<secret>`) or the admin token.",
+)
+
+
+def require_member(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(member_bearer)],
+) -> None:
+    """Refuse anyone but an enrolled agent or the operator (FastAPI dependency).
+
+    The global model, round details and fleet metrics belong to the federation; the
+    public key and schema (``/federation``) and ``/health`` stay public.
+    """
+    context = security_context(request)
+    presented = credentials.credentials if credentials else ""
+    try:
+        # Client credentials are "<client_id>.<secret>"; the admin token has no dot.
+        if "." in presented:
+            client_id = context.store.authenticate(presented)
+        else:
+            context.store.check_admin_token(presented)
+            return
+    except AuthenticationError as error:
+        refuse(context, remote_address(request), error)
+    context.client_limiter.acquire(client_id)
+
+
+MEMBERS_ONLY = [Depends(require_member)]
 
 
 def _errors(*codes: int, client: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -140,6 +187,7 @@ def create_app(orchestrator: Orchestrator) -> FastAPI:
     install_security(
         app,
         orchestrator.credentials,
+        settings=AuthSettings.from_mapping(orchestrator.config.auth),
         max_body_bytes=orchestrator.body_limit,
         on_enroll=orchestrator.on_enroll,
     )
@@ -204,11 +252,21 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     async def current_round(client_id: ClientId, wait: WaitQuery = 0.0) -> RoundInfo:
         return await _wait_for_work(orchestrator, client_id, wait)
 
-    @app.get("/rounds", response_model=RoundList, responses=_errors())
+    @app.get(
+        "/rounds",
+        response_model=RoundList,
+        responses=_errors(client=True),
+        dependencies=MEMBERS_ONLY,
+    )
     def rounds() -> RoundList:
         return RoundList(rounds=orchestrator.round_statuses())
 
-    @app.get("/rounds/{round_id}", response_model=RoundStatus, responses=_errors(404))
+    @app.get(
+        "/rounds/{round_id}",
+        response_model=RoundStatus,
+        responses=_errors(404, client=True),
+        dependencies=MEMBERS_ONLY,
+    )
     def round_status(round_id: RoundPath) -> RoundStatus:
         return orchestrator.round_status(round_id)
 
@@ -244,7 +302,8 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     @app.get(
         "/model",
         response_class=Response,
-        responses={**_MODEL_RESPONSE, **_errors(404)},
+        responses={**_MODEL_RESPONSE, **_errors(404, client=True)},
+        dependencies=MEMBERS_ONLY,
     )
     def latest_model() -> Response:
         return _model_response(orchestrator.model(None))
@@ -252,7 +311,8 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     @app.get(
         "/model/{version}",
         response_class=Response,
-        responses={**_MODEL_RESPONSE, **_errors(404)},
+        responses={**_MODEL_RESPONSE, **_errors(404, client=True)},
+        dependencies=MEMBERS_ONLY,
     )
     def model_version(
         version: Annotated[int, Path(ge=0, le=2**31 - 1)],
@@ -278,7 +338,12 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
         orchestrator.acknowledge(client_id, directive_id, body)
         return DirectiveReceipt(directive_id=directive_id, status=body.status)
 
-    @app.get("/metrics", response_model=MetricsHistory, responses=_errors())
+    @app.get(
+        "/metrics",
+        response_model=MetricsHistory,
+        responses=_errors(client=True),
+        dependencies=MEMBERS_ONLY,
+    )
     def metrics() -> MetricsHistory:
         return orchestrator.metrics_history()
 
