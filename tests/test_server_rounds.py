@@ -10,7 +10,7 @@ import pytest
 
 from fedguard.errors import CapacityError, ConflictError, InputError, NotFoundError
 from fedguard.learning.fedavg import fedavg
-from fedguard.server.aggregation import PlainAggregator
+from fedguard.server.aggregation import PlainAggregator, combine
 from fedguard.server.config import ServerConfig, load_config
 from fedguard.server.federation import Federation
 from fedguard.server.repository import Store
@@ -336,7 +336,7 @@ def test_fewer_than_min_clients_are_never_summed(setup: Setup) -> None:
     aggregator = setup.driver.aggregator
 
     with pytest.raises(CapacityError, match="at least 2 contributions"):
-        aggregator.combine([statistics_frame(setup, 1)], "statistics", 24)
+        combine(aggregator, [statistics_frame(setup, 1)], "statistics", 24)
 
 
 def test_federation_finishes_after_the_evaluation_round(setup: Setup) -> None:

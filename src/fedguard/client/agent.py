@@ -250,6 +250,7 @@ class Agent:
             self.pool = EncryptionPool(
                 federation.public_key, self.settings.encryption_workers
             )
+            self._prepare_encryption("statistics")
         logger.info(
             "joined federation %r (%s, key %s)",
             federation.info["name"],
@@ -302,7 +303,20 @@ class Agent:
         self.connection.report_timings(current["round"], costs.to_dict())
         self.rounds_done += 1
         self._apply_directives()
+        self._prepare_encryption("update", "metrics")
         return True
+
+    def _prepare_encryption(self, *kinds: str) -> None:
+        """Compute the next round's obfuscators now, while the agent waits.
+
+        The random part of a ciphertext does not depend on the value, so it can be
+        made in idle time; encrypting then costs one multiplication per ciphertext.
+        """
+        if self.pool is None:
+            return
+        packing = self._federation().info["packing"]
+        needed = sum(int(packing[kind]["ciphertexts"]) for kind in kinds)
+        self.pool.precompute(max(0, needed - self.pool.reserve_size))
 
     def _apply_directives(self) -> None:
         """Apply what fired policies ask of this agent, through its own handlers."""

@@ -16,16 +16,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+import gmpy2
 import numpy as np
 from numpy.typing import NDArray
 
 from fedguard.crypto.frames import FrameKind, frame_bytes, parse_frame
 from fedguard.crypto.keys import PrivateKey
 from fedguard.crypto.packing import PackingParams
-from fedguard.crypto.vectors import aggregate, decrypt_aggregate
+from fedguard.crypto.vectors import EncryptedVector, aggregate, decrypt_aggregate
 from fedguard.errors import CapacityError, FrameError
 from fedguard.server.wire import parse_plain_frame
 
@@ -46,8 +48,6 @@ class AggregateOutcome:
     values: NDArray[np.float64]
     weight: float
     contributors: int
-    aggregation_seconds: float
-    decryption_seconds: float
 
     def mean(self) -> NDArray[np.float64]:
         if self.weight <= 0:
@@ -76,10 +76,34 @@ class Aggregator(Protocol):
     def max_frame_bytes(self, kind: str, length: int) -> int:
         """The largest valid frame of ``kind`` holding ``length`` values."""
 
-    def combine(
-        self, frames: Sequence[bytes], kind: str, length: int
-    ) -> AggregateOutcome:
-        """Sum the frames of one kind and decode the result."""
+    def combine_round(
+        self, batches: Mapping[str, tuple[Sequence[bytes], int]]
+    ) -> RoundSums:
+        """Sum a round's frames, kind by kind (``kind -> (frames, length)``)."""
+
+    def close(self) -> None:
+        """Release worker threads."""
+
+
+@dataclass(frozen=True)
+class RoundSums:
+    """A round's decoded sums, and the wall time of each phase over all kinds."""
+
+    outcomes: dict[str, AggregateOutcome]
+    aggregation_seconds: float
+    decryption_seconds: float
+
+
+def combine(
+    aggregator: Aggregator, frames: Sequence[bytes], kind: str, length: int
+) -> AggregateOutcome:
+    """Sum the frames of one kind and decode the result."""
+    return aggregator.combine_round({kind: (frames, length)}).outcomes[kind]
+
+
+def _release_gil_in_this_thread() -> None:
+    # gmpy2 contexts are per thread; decryption threads let powmod run in parallel.
+    gmpy2.get_context().allow_release_gil = True
 
 
 def _check_count(count: int, min_clients: int, params: PackingParams) -> None:
@@ -121,11 +145,17 @@ class EncryptedAggregator:
         private_key: PrivateKey,
         params: Mapping[str, PackingParams],
         min_clients: int,
+        workers: int = 2,
     ) -> None:
         self.private_key = private_key
         self.public_key = private_key.public_key
         self.params = dict(params)
         self.min_clients = min_clients
+        self._executor = ThreadPoolExecutor(
+            max(1, workers),
+            thread_name_prefix="fedguard-decrypt",
+            initializer=_release_gil_in_this_thread,
+        )
 
     def check(self, data: bytes, spec: FrameSpec) -> None:
         frame = parse_frame(
@@ -148,33 +178,53 @@ class EncryptedAggregator:
         ciphertexts = self.params[kind].ciphertexts_for(length)
         return frame_bytes(self.public_key, ciphertexts)
 
-    def combine(
-        self, frames: Sequence[bytes], kind: str, length: int
-    ) -> AggregateOutcome:
+    def combine_round(
+        self, batches: Mapping[str, tuple[Sequence[bytes], int]]
+    ) -> RoundSums:
+        """Multiply each kind's ciphertexts, then decrypt the sums in parallel.
+
+        Each sum is decrypted in its own worker thread (an update and the fleet
+        counts at the same time), so the round waits for the largest one only.
+        """
+        started = time.perf_counter()
+        sums = {
+            kind: self._sum(frames, kind, length)
+            for kind, (frames, length) in batches.items()
+        }
+        aggregated = time.perf_counter()
+
+        futures = {}
+        for kind, summed in sums.items():
+            count = len(summed.ciphertexts)
+            logger.info("decrypting the %s sum (%d ciphertexts)", kind, count)
+            futures[kind] = self._executor.submit(
+                decrypt_aggregate, self.private_key, self.params[kind], summed, 1
+            )
+        decoded = {kind: future.result() for kind, future in futures.items()}
+        finished = time.perf_counter()
+
+        outcomes = {
+            kind: AggregateOutcome(
+                values=np.asarray(result.values, dtype=np.float64),
+                weight=float(result.weight),
+                contributors=len(batches[kind][0]),
+            )
+            for kind, result in decoded.items()
+        }
+        return RoundSums(outcomes, aggregated - started, finished - aggregated)
+
+    def _sum(self, frames: Sequence[bytes], kind: str, length: int) -> EncryptedVector:
         params = self.params[kind]
         _check_count(len(frames), self.min_clients, params)
-
         logger.info("aggregating %d %s frames", len(frames), kind)
-        started = time.perf_counter()
         vectors = [
             parse_frame(data, self.public_key, params, expected_length=length).vector
             for data in frames
         ]
-        summed = aggregate(vectors, self.public_key, params)
-        aggregated = time.perf_counter()
-        logger.info(
-            "decrypting the %s sum (%d ciphertexts)", kind, len(summed.ciphertexts)
-        )
-        decoded = decrypt_aggregate(self.private_key, params, summed)
-        finished = time.perf_counter()
+        return aggregate(vectors, self.public_key, params)
 
-        return AggregateOutcome(
-            values=np.asarray(decoded.values, dtype=np.float64),
-            weight=float(decoded.weight),
-            contributors=len(frames),
-            aggregation_seconds=aggregated - started,
-            decryption_seconds=finished - aggregated,
-        )
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
 
 
 class PlainAggregator:
@@ -195,24 +245,27 @@ class PlainAggregator:
     def max_frame_bytes(self, kind: str, length: int) -> int:
         return 64 + 8 * length
 
-    def combine(
-        self, frames: Sequence[bytes], kind: str, length: int
-    ) -> AggregateOutcome:
+    def combine_round(
+        self, batches: Mapping[str, tuple[Sequence[bytes], int]]
+    ) -> RoundSums:
+        started = time.perf_counter()
+        outcomes = {
+            kind: self._sum(frames, kind, length)
+            for kind, (frames, length) in batches.items()
+        }
+        return RoundSums(outcomes, time.perf_counter() - started, 0.0)
+
+    def _sum(self, frames: Sequence[bytes], kind: str, length: int) -> AggregateOutcome:
         params = self.params[kind]
         _check_count(len(frames), self.min_clients, params)
-
         logger.info("aggregating %d plaintext %s frames", len(frames), kind)
-        started = time.perf_counter()
         parsed = [parse_plain_frame(data, expected_length=length) for data in frames]
         clipped = [np.clip(f.values, -params.clip, params.clip) for f in parsed]
-        values = np.sum(clipped, axis=0)
-        weight = float(sum(frame.weight for frame in parsed))
-        finished = time.perf_counter()
-
         return AggregateOutcome(
-            values=values,
-            weight=weight,
+            values=np.sum(clipped, axis=0),
+            weight=float(sum(frame.weight for frame in parsed)),
             contributors=len(frames),
-            aggregation_seconds=finished - started,
-            decryption_seconds=0.0,
         )
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -77,7 +77,7 @@ logger = logging.getLogger(__name__)
 
 MODEL_VERSION_HEADER = "X-Fedguard-Model-Version"
 MAX_WAIT_SECONDS = 9.0
-_WAIT_STEP_SECONDS = 0.05
+_WAIT_STEP_SECONDS = 0.01
 
 _STATUS_TEXT = {
     400: "Invalid request or frame",

@@ -179,7 +179,10 @@ class Orchestrator:
         if self.private_key is None:
             return PlainAggregator(self.federation.packings, min_clients)
         return EncryptedAggregator(
-            self.private_key, self.federation.packings, min_clients
+            self.private_key,
+            self.federation.packings,
+            min_clients,
+            workers=self.config.server.aggregation_workers,
         )
 
     def _check_or_record_federation(self) -> None:
@@ -218,6 +221,7 @@ class Orchestrator:
 
     def stop(self) -> None:
         self.driver.stop()
+        self.aggregator.close()
         self.response.close()
         self.engine.dispose()
         logger.info("orchestrator stopped")

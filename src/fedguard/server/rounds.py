@@ -363,16 +363,19 @@ class RoundDriver:
     def _aggregate(
         self, current: RoundRecord, required: tuple[str, ...], complete: list[str]
     ) -> tuple[RoundClose, dict[str, Any]]:
-        outcomes: dict[str, AggregateOutcome] = {}
-        for kind in required:
-            frames = [
-                frame
-                for client_id, frame in self.store.frames(current.round_id, kind)
-                if client_id in complete
-            ]
-            outcomes[kind] = self.aggregator.combine(
-                frames, kind, self.plan.frame_length(kind)
+        batches = {
+            kind: (
+                [
+                    frame
+                    for client_id, frame in self.store.frames(current.round_id, kind)
+                    if client_id in complete
+                ],
+                self.plan.frame_length(kind),
             )
+            for kind in required
+        }
+        sums = self.aggregator.combine_round(batches)
+        outcomes = sums.outcomes
 
         facts: list[tuple[str, Any]] = []
         summary: dict[str, Any] = {"kind": current.kind}
@@ -395,8 +398,8 @@ class RoundDriver:
             round_id=current.round_id,
             contributors=len(complete),
             weight=weight,
-            aggregation_seconds=sum(o.aggregation_seconds for o in outcomes.values()),
-            decryption_seconds=sum(o.decryption_seconds for o in outcomes.values()),
+            aggregation_seconds=sums.aggregation_seconds,
+            decryption_seconds=sums.decryption_seconds,
             model=model,
             facts=tuple(facts),
             missing_clients=tuple(
