@@ -8,6 +8,7 @@ import pytest
 from fedguard.client.agent import Agent, AgentSettings, read_federation
 from fedguard.client.data import DataSource, load_local_data
 from fedguard.crypto.keys import PrivateKey, save_private_key
+from fedguard.data.schema import infer_schema
 from fedguard.errors import ConfigError, KeyMismatchError
 from fedguard.server.config import load_config
 from fedguard.server.orchestrator import PRIVATE_KEY_FILE, Orchestrator
@@ -89,3 +90,43 @@ def test_plain_http_needs_an_explicit_switch(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="plain HTTP"):
         Agent(settings, local)
+
+
+def test_a_csv_federation_publishes_its_schema_file(
+    tmp_path: Path, private_key_2048: PrivateKey
+) -> None:
+    data = tmp_path / "flows.csv"
+    data.write_text(
+        "bytes,proto,verdict\n"
+        + "".join(
+            f"{i * 7},{'tcp' if i % 2 else 'udp'},{'bad' if i % 4 else 'ok'}\n"
+            for i in range(40)
+        )
+    )
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text('label_column = "verdict"\nnormal_values = ["ok"]\n'
+                       'categorical_columns = ["proto"]\n')  # fmt: skip
+    local = load_local_data(
+        DataSource("csv", data_file=str(data), mapping_file=mapping)
+    )
+    schema_file = tmp_path / "schema.json"
+    infer_schema(local.train, name="flows").fit(local.train).save(schema_file)
+    config = load_config(
+        overrides={
+            "server.state_dir": tmp_path / "state",
+            "federation.dataset": "csv",
+            "federation.schema_file": str(schema_file),
+        }
+    )
+    (tmp_path / "state").mkdir()
+    save_private_key(private_key_2048, tmp_path / "state" / PRIVATE_KEY_FILE)
+    orchestrator = Orchestrator(config)
+    try:
+        info = orchestrator.federation_info().model_dump(mode="json")
+    finally:
+        orchestrator.stop()
+
+    federation = read_federation(info, pinned=None)
+    assert federation.schema.numeric_columns == ("bytes",)
+    assert not federation.schema.is_fitted  # the setup round fits it
+    assert federation.layout.families == ()

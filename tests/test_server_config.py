@@ -160,3 +160,13 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(Path("/nonexistent/fedguard.toml"))
+
+
+def test_csv_federation_needs_a_schema_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="schema_file must be set when, and only"):
+        load_config(write(tmp_path, '[federation]\ndataset = "csv"\n'))
+
+    config = load_config(
+        write(tmp_path, '[federation]\ndataset = "csv"\nschema_file = "s.json"\n')
+    )
+    assert config.federation.schema_file == "s.json"

@@ -78,7 +78,6 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
         Setting("state_dir", str, "fedguard-state", help="key, database, run files"),
         Setting("database_url", str, "", help="SQLAlchemy URL; empty: SQLite file"),
         Setting("aggregation_workers", int, 2, 1, 64, help="threads for decryption"),
-        Setting("max_body_bytes", int, 0, 0, 1 << 31, help="0: derived from packing"),
     ),
     "federation": (
         Setting("name", str, "fedguard", help="shown to agents and in reports"),
@@ -86,8 +85,10 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
             "dataset",
             str,
             "synthetic",
-            help="feature schema agents must train on: 'synthetic' or 'nsl-kdd'",
+            choices=("synthetic", "nsl-kdd", "csv"),
+            help="feature schema agents must train on",
         ),
+        Setting("schema_file", str, "", help="feature schema JSON, dataset 'csv'"),
         Setting("rounds", int, 5, 1, 100_000, help="training rounds after setup"),
         Setting("min_clients", int, 2, 1, 100_000, help="fewest updates decrypted"),
         Setting(
@@ -135,13 +136,13 @@ class ServerSettings:
     state_dir: Path
     database_url: str
     aggregation_workers: int
-    max_body_bytes: int
 
 
 @dataclass(frozen=True)
 class FederationSettings:
     name: str
     dataset: str
+    schema_file: str
     rounds: int
     min_clients: int
     wait_for_clients: int
@@ -407,6 +408,12 @@ def _build(values: dict[str, dict[str, Any]], extras: dict[str, Any]) -> ServerC
 
 def _check_consistency(config: ServerConfig) -> None:
     federation = config.federation
+    if (federation.dataset == "csv") != bool(federation.schema_file):
+        raise ConfigError(
+            "federation.schema_file must be set when, and only when, "
+            f"federation.dataset is 'csv'; got dataset {federation.dataset!r} and "
+            f"schema_file {federation.schema_file!r}"
+        )
     capacity = config.packing.max_contributors
     if federation.min_clients > capacity:
         raise ConfigError(

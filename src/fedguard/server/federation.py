@@ -14,7 +14,7 @@ clip) and ``metrics`` (fleet counts, exact by construction, see
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,11 +35,20 @@ from fedguard.server.config import ServerConfig
 logger = logging.getLogger(__name__)
 
 MODEL_KIND = "logistic_regression"
-DATASETS = ("nsl-kdd", "synthetic")
+DATASETS = ("nsl-kdd", "synthetic", "csv")
 
 
-def base_schema(dataset: str) -> FeatureSchema:
-    """The unfitted feature schema every agent of a ``dataset`` federation uses."""
+def base_schema(dataset: str, schema_file: str = "") -> FeatureSchema:
+    """The unfitted feature schema every agent of a ``dataset`` federation uses.
+
+    A ``csv`` federation (agents reading flow CSVs through a column mapping) names
+    its schema in a JSON file, as written by :meth:`FeatureSchema.save`; any
+    statistics in it are ignored, because the setup round computes them.
+    """
+    if dataset == "csv":
+        schema = FeatureSchema.load(schema_file)
+        numeric = tuple(replace(f, mean=None, std=None) for f in schema.numeric)
+        return replace(schema, numeric=numeric, num_examples=0)
     if dataset == "nsl-kdd":
         from fedguard.data.nsl_kdd import nsl_kdd_schema
 
@@ -55,7 +64,12 @@ def base_schema(dataset: str) -> FeatureSchema:
 
 
 def metrics_layout(dataset: str) -> MetricsLayout:
-    """Fleet-metric counts with the dataset's attack families."""
+    """Fleet-metric counts with the dataset's attack families.
+
+    Mapped CSVs have no fixed families, so their fleet metrics are totals only.
+    """
+    if dataset == "csv":
+        return MetricsLayout(families=())
     if dataset == "nsl-kdd":
         from fedguard.data.nsl_kdd import FAMILIES
 
@@ -78,7 +92,7 @@ class Federation:
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> Federation:
-        schema = base_schema(config.federation.dataset)
+        schema = base_schema(config.federation.dataset, config.federation.schema_file)
         layout = metrics_layout(config.federation.dataset)
         return cls(config, schema, layout, build_packings(config, layout))
 
