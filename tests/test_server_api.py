@@ -251,15 +251,15 @@ def test_model_download_is_binary_with_its_version(api: Api) -> None:
     assert missing.json() == {"error": "model version 99 does not exist"}
 
 
-def test_model_rounds_and_metrics_are_for_members_only(api: Api) -> None:
+def test_rounds_and_metrics_are_for_members_only(api: Api) -> None:
     with api.client() as anonymous, api.client(api.admin_token) as operator:
-        refused = [anonymous.get(path) for path in ("/model", "/rounds", "/metrics")]
-        allowed = [operator.get(path) for path in ("/model", "/rounds", "/metrics")]
-        public = [anonymous.get(path) for path in ("/health", "/federation")]
+        refused = [anonymous.get(path) for path in ("/rounds", "/metrics")]
+        allowed = [operator.get(path) for path in ("/rounds", "/metrics")]
+        public = [anonymous.get(path) for path in ("/health", "/federation", "/model")]
 
-    assert [r.status_code for r in refused] == [401, 401, 401]
-    assert [r.status_code for r in allowed] == [200, 200, 200]
-    assert [r.status_code for r in public] == [200, 200]
+    assert [r.status_code for r in refused] == [401, 401]
+    assert [r.status_code for r in allowed] == [200, 200]
+    assert [r.status_code for r in public] == [200, 200, 200]
 
 
 def test_unknown_round_and_malformed_parameters(

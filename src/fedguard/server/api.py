@@ -101,8 +101,10 @@ def require_member(
 ) -> None:
     """Refuse anyone but an enrolled agent or the operator (FastAPI dependency).
 
-    The global model, round details and fleet metrics belong to the federation; the
-    public key and schema (``/federation``) and ``/health`` stay public.
+    Round details (which clients contributed) and fleet metrics belong to the
+    federation. The public key, the schema (``/federation``), the global model and
+    ``/health`` are public, so that ``fedguard score`` can fetch the model without
+    a credential.
     """
     context = security_context(request)
     presented = credentials.credentials if credentials else ""
@@ -302,8 +304,7 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     @app.get(
         "/model",
         response_class=Response,
-        responses={**_MODEL_RESPONSE, **_errors(404, client=True)},
-        dependencies=MEMBERS_ONLY,
+        responses={**_MODEL_RESPONSE, **_errors(404)},
     )
     def latest_model() -> Response:
         return _model_response(orchestrator.model(None))
@@ -311,8 +312,7 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     @app.get(
         "/model/{version}",
         response_class=Response,
-        responses={**_MODEL_RESPONSE, **_errors(404, client=True)},
-        dependencies=MEMBERS_ONLY,
+        responses={**_MODEL_RESPONSE, **_errors(404)},
     )
     def model_version(
         version: Annotated[int, Path(ge=0, le=2**31 - 1)],
