@@ -583,6 +583,8 @@ def _follow(
     with server.http() as http:
         while time.monotonic() < limit:
             _check_processes(server, agents)
+            # Read "finished" first: every round it covers is then in the list below.
+            finished = bool(http.get("/health").json()["finished"])
             statuses = http.get("/rounds").raise_for_status().json()["rounds"]
             federation = http.get("/federation").raise_for_status().json()
             for status in statuses:
@@ -597,7 +599,7 @@ def _follow(
                     report(f"round {number}: F1 {metrics['f1']:.4f}", len(results),
                            settings.rounds)  # fmt: skip
             _attach_fleet_metrics(results, statuses)
-            if http.get("/health").json()["finished"]:
+            if finished:
                 return [results[n] for n in sorted(results)], federation
             time.sleep(_POLL_SECONDS)
     raise SimulationError("the federation did not finish in time")
