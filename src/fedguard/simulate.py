@@ -73,7 +73,7 @@ class SimulationSettings:
     seed: int = 0
     plaintext: bool = False
     out_dir: Path = DEFAULT_OUT_DIR
-    rows_per_cloud: int = 4000
+    rows_per_cloud: int = 20_000
     min_clients: int | None = None
     round_deadline: float = 120.0
     key_bits: int = 2048

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 DATASETS = ("nsl-kdd", "synthetic", "csv")
 DEFAULT_NSL_KDD_FILE = "KDDTrain+.txt"
-DEFAULT_SYNTHETIC_ROWS = 4000
+DEFAULT_SYNTHETIC_ROWS = 20_000
 DEFAULT_HOLDOUT = 0.1
 
 

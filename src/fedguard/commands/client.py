@@ -79,7 +79,7 @@ def client(
     seed: Annotated[int, typer.Option("--seed", help="Partition/data seed.")] = 0,
     rows: Annotated[
         int, typer.Option("--rows", help="Synthetic rows of this cloud.")
-    ] = 4000,
+    ] = 20_000,
     holdout: Annotated[
         float, typer.Option("--holdout", help="Share of rows held out.")
     ] = 0.1,

@@ -45,7 +45,7 @@ def simulate(
     ] = None,
     rows: Annotated[
         int, typer.Option("--rows", help="Synthetic rows per cloud.")
-    ] = 4000,
+    ] = 20_000,
     database_url: Annotated[
         str | None,
         typer.Option("--database-url", help="Server database (default: SQLite)."),
