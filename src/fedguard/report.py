@@ -183,7 +183,11 @@ def _timing_plot(rounds: Sequence[Mapping[str, Any]]) -> bytes:
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     walls = [float(entry.get("round_seconds") or 0.0) for entry in rounds]
     axes.plot(numbers, walls, color="black", marker="o", label="round wall time")
-    axes.set(xlabel="round", ylabel="seconds", title="Time per round (agent means)")
+    axes.set(
+        xlabel="round",
+        ylabel="seconds",
+        title="Time per round (agent means; aggregation and decryption: server)",
+    )
     axes.legend(fontsize="small")
     return _png(figure)
 

@@ -27,7 +27,7 @@ def client(
         typer.Option("--state-dir", help="Where the agent keeps its credential."),
     ] = Path("fedguard-agent"),
     name: Annotated[
-        str | None, typer.Option("--name", help="This cloud's name [cloud-INDEX].")
+        str | None, typer.Option("--name", help="Name (default: cloud-INDEX).")
     ] = None,
     enrollment_token: Annotated[
         str | None,

@@ -23,7 +23,7 @@ def server(
         typer.Option("--state-dir", help="Key, admin token and SQLite database."),
     ] = None,
     host: Annotated[
-        str | None, typer.Option("--host", help="Address to bind [127.0.0.1].")
+        str | None, typer.Option("--host", help="Address to bind (default: 127.0.0.1).")
     ] = None,
     port: Annotated[
         int | None, typer.Option("--port", help="TCP port (0: any free port).")

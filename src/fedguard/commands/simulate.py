@@ -41,7 +41,7 @@ def simulate(
     ),
     min_clients: Annotated[
         int | None,
-        typer.Option("--min-clients", help="Fewest contributions per round [all]."),
+        typer.Option("--min-clients", help="Fewest contributions (default: all)."),
     ] = None,
     rows: Annotated[
         int, typer.Option("--rows", help="Synthetic rows per cloud.")
