@@ -209,3 +209,23 @@ def test_restarted_server_keeps_accepted_updates_and_completes_the_round(
         assert http.get("/model/1").status_code == 200
     wait_for_agents(agents)
     assert [agent.popen.returncode for agent in agents] == [0, 0, 0]
+
+
+def test_an_agent_stops_cleanly_on_sigterm(
+    tmp_path: Path, key_file: Path, processes: list[Process]
+) -> None:
+    settings = SimulationSettings(
+        clients=2, rounds=1, rows_per_cloud=500, out_dir=tmp_path / "run",
+        key_file=key_file,
+    )  # fmt: skip
+    server = launch_server(settings)
+    processes.append(server.process)
+    agent = start_agent(server, settings, 0, settings.out_dir)
+    processes.append(agent)
+    # Alone, the agent waits for a second enrollment that never comes.
+    wait_until(lambda: "joined federation" in agent.log_path.read_text(), "joining")
+
+    agent.popen.send_signal(signal.SIGTERM)
+
+    assert agent.popen.wait(timeout=WAIT) == 0
+    assert "SIGTERM received; stopping" in agent.log_path.read_text()

@@ -76,7 +76,7 @@ class AgentSettings:
     alert_threshold: float = 0.5
     alert_floor: float = 0.2
     poll_interval: float = 0.5
-    long_poll: float = 8.0
+    long_poll: float = 2.0
     encryption_workers: int = 1
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
