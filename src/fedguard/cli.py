@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "bench",
     "certs",
     "clients",
+    "datasets",
     "keys",
     "server",
     "train",
