@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -31,6 +32,7 @@ from fedguard.data import (
 )
 from fedguard.errors import DataFormatError, InputError
 from fedguard.learning import ModelSpec, TrainingConfig, train_centralized
+from fedguard.security.tls import client_ssl_context
 
 NSL_KDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "nsl-kdd"
 TEST_EVENTS = NSL_KDD / "KDDTest+.txt"
@@ -254,20 +256,52 @@ def test_the_model_is_fetched_from_a_running_orchestrator(tmp_path: Path) -> Non
         _, test = synthetic_split(50, 200, seed=5)
         events, saved = tmp_path / "events.csv", tmp_path / "fetched.json"
         _write_csv(events, test, {})
-        done = _fedguard(
-            "score", str(events), "--format", "csv", "--server", url,
-            "--ca-file", str(out / "certs" / "ca.pem"), "--save-model", str(saved),
-            "-o", str(tmp_path / "alerts.jsonl"), "--json",
+        common = ["score", str(events), "--format", "csv", "--server", url,
+                  "--ca-file", str(out / "certs" / "ca.pem"), "--json",
+                  "-o", str(tmp_path / "alerts.jsonl")]  # fmt: skip
+        as_agent = _fedguard(
+            *common, "--state-dir", str(out / "agents" / "cloud-0"),
+            "--save-model", str(saved),
         )  # fmt: skip
+        as_operator = _fedguard(
+            *common, "--admin-token-file", str(out / "server" / "admin-token")
+        )
+        anonymous = _fedguard(*common)
+        stranger = _fedguard(*common, "--state-dir", str(tmp_path / "stranger"))
+        revoked_dir = out / "agents" / "cloud-1"
+        revoked_id = json.loads((revoked_dir / "credential.json").read_text())
+        _fedguard("clients", "revoke", revoked_id["client_id"],
+                  "--state-dir", str(out / "server"))  # fmt: skip
+        revoked = _fedguard(*common, "--state-dir", str(revoked_dir))
+        plain = _fedguard(
+            *common[:5], url.replace("https://", "http://"),
+            "--state-dir", str(out / "agents" / "cloud-0"),
+        )  # fmt: skip
+        with httpx.Client(
+            base_url=url, verify=client_ssl_context(out / "certs" / "ca.pem")
+        ) as http:
+            refused = [http.get(path).status_code for path in ("/model", "/federation")]
     finally:
         server.terminate()
         server.wait(timeout=60)
 
-    assert done.returncode == 0, done.stderr
+    assert as_agent.returncode == 0, as_agent.stderr
     model = load_model_file(saved)
     assert model.model_version == 1 and model.schema.is_fitted
     scores = model.score(test)
-    assert json.loads(done.stdout)["alerts"] == int(np.sum(scores >= 0.5))
+    assert json.loads(as_agent.stdout)["alerts"] == int(np.sum(scores >= 0.5))
+    assert as_operator.returncode == 0, as_operator.stderr
+    assert json.loads(as_operator.stdout)["alerts"] == int(np.sum(scores >= 0.5))
+
+    assert anonymous.returncode == 2
+    assert "--server needs exactly one credential" in anonymous.stderr
+    assert stranger.returncode == 2
+    assert "no agent credential in" in stranger.stderr
+    assert revoked.returncode == 2
+    assert "server answered 401: invalid credentials" in revoked.stderr
+    assert plain.returncode == 2
+    assert "is plain HTTP; use https://" in plain.stderr
+    assert refused == [401, 401]
 
 
 def _wait_for_endpoint(path: Path, server: subprocess.Popen[bytes]) -> str:
@@ -295,6 +329,10 @@ def _wait_for_endpoint(path: Path, server: subprocess.Popen[bytes]) -> str:
         (
             ["--server", "http://127.0.0.1:9"],
             "exactly one of --model FILE and --server",
+        ),
+        (
+            ["--state-dir", "agent"],
+            "--state-dir and --admin-token-file only apply with --server",
         ),
         (["--map", "a=b"], "--map and --label-column only apply with --format csv"),
     ],

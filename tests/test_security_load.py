@@ -1,226 +1,87 @@
-"""A bounded load test of the secured server on loopback.
+"""A bounded load test of the secured server on loopback (fedguard.loadtest).
 
-200 agents enroll and then upload real encrypted setup-round frames at the same
-time, over TLS, each with its own credential, while a watcher keeps asking for
-``/health``. Every accepted frame must be in the decrypted aggregate (the published
-feature means), none may be lost, and the health endpoint must answer throughout.
-Every loop below is bounded in count and time.
+200 agents enroll, each opens its own TLS connection with its own credential, then
+all upload real encrypted setup-round frames at the same moment while a watcher
+keeps asking for ``/health``. Every accepted frame must be in the decrypted
+aggregate (client ids, bytes and the published feature means), none may be lost,
+and the health endpoint must answer throughout. Latency percentiles and the upload
+rate are recorded as test suite properties (``--junitxml``) and logged, never asserted:
+the machine is shared.
 """
 
-import asyncio
-import json
-import ssl
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
-from fedguard.client.agent import read_federation
-from fedguard.crypto.frames import FrameKind, encode_frame
-from fedguard.crypto.vectors import EncryptionPool, encrypt_update
-from fedguard.security.agent import AgentCredential, enroll_agent
-from fedguard.security.tls import client_ssl_context, init_certificates
+from fedguard.errors import ConfigError
+from fedguard.loadtest import LoadReport, LoadSettings, run_load_test
 
 pytestmark = pytest.mark.slow
 
 AGENTS = 200
-MAX_EXAMPLES = 10_000
 
-
-@dataclass
-class Server:
-    url: str
-    context: ssl.SSLContext
-    admin_token: str
-
-
-def wait_for_url(process: subprocess.Popen[bytes], state_dir: Path) -> str:
-    for _ in range(1200):
-        endpoint = state_dir / "endpoint.json"
-        if endpoint.exists():
-            return str(json.loads(endpoint.read_text())["url"])
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError("fedguard server did not start")
+logger = logging.getLogger(__name__)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    root = tmp_path_factory.mktemp("load")
-    certs = init_certificates(root / "certs")
-    config = root / "fedguard.toml"
-    config.write_text(
-        "[server]\nport = 0\nstate_dir = 'state'\n"
-        f"[federation]\nrounds = 1\nmin_clients = {AGENTS}\n"
-        f"wait_for_clients = {AGENTS}\nround_deadline = 900\n"
-        f"max_examples = {MAX_EXAMPLES}\n"
-        f"[packing]\nmax_contributors = {AGENTS}\n"
-        f"[tls]\ncert_file = '{certs.server_cert}'\nkey_file = '{certs.server_key}'\n"
+def report(tmp_path_factory: pytest.TempPathFactory) -> LoadReport:
+    out = tmp_path_factory.mktemp("load")
+    return run_load_test(LoadSettings(out_dir=out, agents=AGENTS))
+
+
+def test_every_agent_is_accepted_and_none_is_lost(report: LoadReport) -> None:
+    assert report.statuses == [200] * AGENTS
+    assert report.accepted == AGENTS
+    assert report.lost == set()
+    assert report.aggregated_ids == report.accepted_ids
+    assert report.contributors == AGENTS
+    assert report.bytes_aggregated == report.bytes_accepted > 0
+
+
+def test_the_aggregate_is_the_weighted_mean_of_every_frame(report: LoadReport) -> None:
+    np.testing.assert_allclose(
+        report.published_means, report.expected_means, rtol=1e-6, atol=1e-4
     )
-    log = (root / "server.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fedguard", "server", "--config", str(config)],
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = wait_for_url(process, root / "state")
-        admin_token = (root / "state" / "admin-token").read_text().strip()
-        yield Server(url, client_ssl_context(certs.ca_cert), admin_token)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
-        log.close()
+    assert report.published_examples == report.expected_examples
 
 
-def enroll_all(server: Server) -> list[AgentCredential]:
-    """Issue one token per agent, then let every agent enroll at once."""
-    headers = {"Authorization": f"Bearer {server.admin_token}"}
-    with httpx.Client(base_url=server.url, verify=server.context) as admin:
-        tokens = [
-            admin.post(
-                "/admin/enrollment-tokens", json={"name": f"load-{i}"}, headers=headers
-            ).json()["token"]
-            for i in range(AGENTS)
-        ]
-
-    def enroll(token: str) -> AgentCredential:
-        with httpx.Client(
-            base_url=server.url, verify=server.context, timeout=120
-        ) as agent:
-            return enroll_agent(agent, "/enroll", token)
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=50) as pool:
-        return list(pool.map(enroll, tokens))
+def test_health_answers_throughout_the_burst(report: LoadReport) -> None:
+    assert report.health_statuses
+    assert set(report.health_statuses) == {200}
 
 
-def wait_for_round(server: Server, credential: AgentCredential, state: str) -> Any:
-    """Round 0 once it reaches ``state``; a bounded wait."""
-    with httpx.Client(
-        base_url=server.url, verify=server.context, headers=credential.headers()
-    ) as client:
-        for _ in range(1800):
-            status = client.get("/rounds/0")
-            if status.status_code == 200 and status.json()["state"] == state:
-                return status.json()
-            time.sleep(0.5)
-    raise AssertionError(f"round 0 never reached state {state!r}")
+def test_figures_are_recorded(
+    report: LoadReport, record_testsuite_property: Callable[[str, object], None]
+) -> None:
+    figures = report.summary()
+    for name in (
+        "uploads_per_second",
+        "latency_p50_seconds",
+        "latency_p99_seconds",
+        "health_max_seconds",
+    ):
+        record_testsuite_property(f"load_{name}", figures[name])
+    logger.info("load test figures: %s", figures)
+
+    assert len(report.latencies) == AGENTS
+    assert 0 < figures["latency_p50_seconds"] <= figures["latency_p99_seconds"]
+    assert figures["uploads_per_second"] > 0
 
 
-def statistics_frames(
-    info: dict[str, Any], count: int
-) -> tuple[list[bytes], np.ndarray[Any, Any], int]:
-    """Real encrypted setup frames, the weighted mean they should produce and the
-    number of examples behind them."""
-    federation = read_federation(info, None)
-    assert federation.public_key is not None
-    k = len(federation.schema.numeric)
-    rng = np.random.default_rng(20240607)
-
-    # One encryptor for all frames: its fixed-base table is built once.
-    pool = EncryptionPool(federation.public_key, workers=1)
-    frames, vectors, weights = [], [], []
-    for _ in range(count):
-        mean = rng.uniform(-50.0, 50.0, k)
-        vector = np.concatenate([mean, mean**2 + rng.uniform(0.5, 20.0, k)])
-        weight = int(rng.integers(50, 500)) / MAX_EXAMPLES  # num_examples / max
-        encrypted = encrypt_update(
-            federation.public_key,
-            federation.packings["statistics"],
-            weight * vector,
-            weight,
-            pool=pool,
-        )
-        frames.append(
-            encode_frame(
-                encrypted,
-                federation.public_key,
-                kind=FrameKind.STATISTICS,
-                round_id=0,
-                model_version=int(info.get("model_version", 0)),
-            )
-        )
-        vectors.append(vector)
-        weights.append(weight)
-
-    pool.close()
-    expected = np.average(np.array(vectors), axis=0, weights=np.array(weights))
-    return frames, expected, round(sum(weights) * MAX_EXAMPLES)
-
-
-async def upload_all(
-    server: Server, credentials: list[AgentCredential], frames: list[bytes]
-) -> tuple[list[int], list[int]]:
-    """Every agent uploads at once while a watcher polls /health."""
-    done = asyncio.Event()
-    health: list[int] = []
-
-    async def watch() -> None:
-        async with httpx.AsyncClient(
-            base_url=server.url, verify=server.context, timeout=120
-        ) as watcher:
-            for _ in range(6000):
-                health.append((await watcher.get("/health")).status_code)
-                if done.is_set():
-                    return
-                await asyncio.sleep(0.05)
-
-    async def upload(credential: AgentCredential, frame: bytes) -> int:
-        async with httpx.AsyncClient(
-            base_url=server.url,
-            verify=server.context,
-            headers=credential.headers(),
-            timeout=300,
-        ) as agent:
-            response = await agent.put("/rounds/0/frames/statistics", content=frame)
-            return response.status_code
-
-    watcher = asyncio.create_task(watch())
-    statuses = await asyncio.gather(
-        *(upload(c, f) for c, f in zip(credentials, frames, strict=True))
-    )
-    done.set()
-    await watcher
-    return list(statuses), health
-
-
-def test_200_agents_upload_at_once_and_none_is_lost(server: Server) -> None:
-    credentials = enroll_all(server)
-    assert len({c.client_id for c in credentials}) == AGENTS
-
-    opened = wait_for_round(server, credentials[0], "open")
-    assert opened["kind"] == "setup"
-    with httpx.Client(base_url=server.url, verify=server.context) as anyone:
-        info = anyone.get("/federation").json()
-    frames, expected, examples = statistics_frames(info, AGENTS)
-
-    statuses, health = asyncio.run(upload_all(server, credentials, frames))
-
-    assert statuses == [200] * AGENTS
-    assert health and set(health) == {200}
-    closed = wait_for_round(server, credentials[0], "closed")
-    assert closed["contributors"] == AGENTS
-    assert set(closed["client_ids"]) == {c.client_id for c in credentials}
-    assert closed["bytes_uploaded"] == sum(len(frame) for frame in frames)
-
-    with httpx.Client(base_url=server.url, verify=server.context) as anyone:
-        fitted = anyone.get("/federation").json()["fitted_schema"]
-    k = len(fitted["numeric"])
-    published = np.array([feature["mean"] for feature in fitted["numeric"]])
-    np.testing.assert_allclose(published, expected[:k], rtol=1e-6, atol=1e-4)
-    assert fitted["num_examples"] == examples
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"agents": 1}, r"agents must be in \[2, 500\]; got 1"),
+        ({"agents": 501}, r"agents must be in \[2, 500\]; got 501"),
+        ({"dataset": "csv"}, r"dataset must be nsl-kdd or synthetic; got 'csv'"),
+        ({"timeout": 5.0}, r"timeout must be in \[10, 3600\] s; got 5.0"),
+    ],
+)
+def test_settings_are_bounded(
+    tmp_path: Path, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        LoadSettings(out_dir=tmp_path, **changes)  # type: ignore[arg-type]

@@ -137,7 +137,7 @@ def test_openapi_schema_is_served(api: Api) -> None:
 
 
 def test_federation_publishes_key_schema_and_packing(api: Api) -> None:
-    with api.client() as http:
+    with api.client(api.enroll("cloud-a")) as http:
         info = http.get("/federation").json()
 
     assert info["fingerprint"] == api.private_key.public_key.fingerprint
@@ -251,15 +251,30 @@ def test_model_download_is_binary_with_its_version(api: Api) -> None:
     assert missing.json() == {"error": "model version 99 does not exist"}
 
 
-def test_rounds_and_metrics_are_for_members_only(api: Api) -> None:
+def test_only_health_answers_without_a_credential(api: Api) -> None:
+    member_only = ("/federation", "/model", "/model/0", "/rounds", "/metrics")
     with api.client() as anonymous, api.client(api.admin_token) as operator:
-        refused = [anonymous.get(path) for path in ("/rounds", "/metrics")]
-        allowed = [operator.get(path) for path in ("/rounds", "/metrics")]
-        public = [anonymous.get(path) for path in ("/health", "/federation", "/model")]
+        refused = [anonymous.get(path) for path in member_only]
+        allowed = [operator.get(path) for path in member_only]
+        public = anonymous.get("/health")
 
-    assert [r.status_code for r in refused] == [401, 401]
-    assert [r.status_code for r in allowed] == [200, 200]
-    assert [r.status_code for r in public] == [200, 200, 200]
+    assert [r.status_code for r in refused] == [401] * len(member_only)
+    assert {r.json()["error"] for r in refused} == {"invalid credentials"}
+    assert [r.status_code for r in allowed] == [200] * len(member_only)
+    assert public.status_code == 200
+
+
+def test_every_route_but_health_and_enroll_needs_a_credential(api: Api) -> None:
+    with api.client() as anonymous:
+        schema = anonymous.get("/openapi.json").json()
+
+    open_routes = {
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        if not operation.get("security")
+    }
+    assert open_routes == {("GET", "/health"), ("POST", "/enroll")}
 
 
 def test_unknown_round_and_malformed_parameters(

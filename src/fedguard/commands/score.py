@@ -3,8 +3,13 @@
 An agent (or an analyst) scores its own events with the current global model, without
 sending them anywhere. The model comes from a saved model file or from the
 orchestrator (``GET /federation`` for the fitted feature schema, ``GET /model`` for
-the parameters). Alerts are written as JSON lines, one per event scoring at or above
-``--threshold`` (every event with ``--all``)::
+the parameters). The orchestrator serves both to members only: the download
+authenticates with an enrolled agent's credential (``--state-dir`` of the agent) or
+with the operator's admin token (``--admin-token-file``), over TLS checked against
+``--ca-file``; plain HTTP needs ``--insecure-http``.
+
+Alerts are written as JSON lines, one per event scoring at or above ``--threshold``
+(every event with ``--all``)::
 
     {"row": 17, "score": 0.973412, "verdict": "alert", "label": "neptune"}
 
@@ -61,6 +66,8 @@ DEFAULT_THRESHOLD = "0.5"
 FORMATS = ("nsl-kdd", "csv")
 
 _FLOAT = np.dtype("<f8")
+# An interactive command: give up on an unreachable server sooner than an agent.
+_FETCH_RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,18 +153,40 @@ def _model_from_document(path: Path, document: dict[str, Any]) -> SavedModel:
     return SavedModel(spec, schema, parameters, version)
 
 
-def fetch_model(server: str, ca_file: Path | None = None) -> SavedModel:
-    """The orchestrator's latest global model and fitted schema, over HTTP(S)."""
+def fetch_model(
+    server: str,
+    bearer_token: str,
+    ca_file: Path | None = None,
+    *,
+    insecure_http: bool = False,
+) -> SavedModel:
+    """The orchestrator's latest global model and fitted schema, over HTTPS.
+
+    ``bearer_token`` is a client credential (``<client_id>.<secret>``) or the admin
+    token; the server answers members only. ``ca_file`` is the CA the server's
+    certificate must chain to (the system store without it); an ``http://`` URL is
+    refused unless ``insecure_http``.
+    """
     import httpx
 
-    from fedguard.client.connection import Connection
+    from fedguard.client.connection import Connection, RetryPolicy
     from fedguard.data import FeatureSchema
     from fedguard.learning import ModelSpec
+    from fedguard.security.tls import check_server_url, client_ssl_context
     from fedguard.server.wire import decode_model
 
-    verify: str | bool = str(ca_file) if ca_file is not None else True
-    http = httpx.Client(base_url=server.rstrip("/"), timeout=60.0, verify=verify)
-    with Connection(server, client=http) as connection:
+    check_server_url(server, insecure_http=insecure_http)
+    verify: Any = True
+    if server.lower().startswith("https://"):
+        verify = client_ssl_context(ca_file)
+    http = httpx.Client(
+        base_url=server.rstrip("/"),
+        timeout=60.0,
+        verify=verify,
+        headers={"Authorization": f"Bearer {bearer_token}"},
+    )
+    retry = RetryPolicy(retry_for=_FETCH_RETRY_SECONDS)
+    with Connection(server, client=http, ca_file=ca_file, retry=retry) as connection:
         info = connection.federation()
         version, parameters = decode_model(connection.model())
 
@@ -189,6 +218,26 @@ def score(
         Path | None,
         typer.Option("--ca-file", help="CA certificate the server's TLS chains to."),
     ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="With --server: an enrolled agent's state directory; its "
+            "credential.json authenticates the download.",
+        ),
+    ] = None,
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--admin-token-file",
+            help="With --server: the orchestrator's admin-token file; authenticates "
+            "the download as the operator.",
+        ),
+    ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option("--insecure-http", help="Allow a plain http:// server URL."),
+    ] = False,
     save_model: Annotated[
         Path | None,
         typer.Option("--save-model", help="Also save the model used to this file."),
@@ -231,7 +280,10 @@ def score(
     if event_format != "csv" and (rename or label_column):
         raise ConfigError("--map and --label-column only apply with --format csv")
 
-    saved = _model(model, server, ca_file)
+    source = ModelSource(
+        model, server, ca_file, state_dir, admin_token_file, insecure_http
+    )
+    saved = source.load()
     if save_model is not None:
         save_model_file(save_model, saved)
     dataset, labels = _load_events(
@@ -303,16 +355,66 @@ def _write_lines(stream: TextIO, records: Iterator[dict[str, Any]]) -> int:
     return count
 
 
-def _model(model: Path | None, server: str | None, ca_file: Path | None) -> SavedModel:
-    if (model is None) == (server is None):
-        raise ConfigError(
-            "give exactly one of --model FILE and --server URL; got "
-            + ("both" if model else "neither")
+@dataclass(frozen=True)
+class ModelSource:
+    """Where ``score`` takes its model from: a file, or a server and a credential."""
+
+    model: Path | None
+    server: str | None
+    ca_file: Path | None = None
+    state_dir: Path | None = None
+    admin_token_file: Path | None = None
+    insecure_http: bool = False
+
+    def load(self) -> SavedModel:
+        if (self.model is None) == (self.server is None):
+            raise ConfigError(
+                "give exactly one of --model FILE and --server URL; got "
+                + ("both" if self.model else "neither")
+            )
+        if self.model is not None:
+            if self.state_dir or self.admin_token_file:
+                raise ConfigError(
+                    "--state-dir and --admin-token-file only apply with --server"
+                )
+            return load_model_file(self.model)
+
+        assert self.server is not None
+        return fetch_model(
+            self.server,
+            self.bearer_token(),
+            self.ca_file,
+            insecure_http=self.insecure_http,
         )
-    if model is not None:
-        return load_model_file(model)
-    assert server is not None
-    return fetch_model(server, ca_file)
+
+    def bearer_token(self) -> str:
+        """The credential that authenticates the download."""
+        from fedguard.security.agent import credential_path, load_agent_credential
+        from fedguard.security.files import read_secret_file
+
+        if (self.state_dir is None) == (self.admin_token_file is None):
+            raise ConfigError(
+                "--server needs exactly one credential: --state-dir DIR of an "
+                "enrolled agent or --admin-token-file FILE; got "
+                + ("both" if self.state_dir else "neither")
+            )
+        if self.state_dir is not None:
+            credential = load_agent_credential(self.state_dir)
+            if credential is None:
+                raise ConfigError(
+                    f"no agent credential in {credential_path(self.state_dir)}; "
+                    "enroll the agent first (fedguard client --enrollment-token)"
+                )
+            return credential.bearer_token
+
+        assert self.admin_token_file is not None
+        try:
+            return read_secret_file(self.admin_token_file).decode().strip()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"admin token file {self.admin_token_file} does not exist; it is "
+                "admin-token in the server's state directory"
+            ) from None
 
 
 def _load_events(

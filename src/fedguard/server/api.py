@@ -16,10 +16,10 @@ Routes, in the order an agent uses them::
 
 Agents authenticate with their credential (``Authorization: Bearer
 <client_id>.<secret>``, see :mod:`fedguard.security`); the operator's routes live
-under ``/admin``. Deliberate errors (:class:`~fedguard.errors.FedguardError`)
-become their ``http_status`` with a body ``{"error": "..."}``; anything else becomes
-a 500 with a generic message and is logged with its traceback, never sent to the
-caller.
+under ``/admin``. Only ``/health`` and ``/enroll`` answer without a credential.
+Deliberate errors (:class:`~fedguard.errors.FedguardError`) become their
+``http_status`` with a body ``{"error": "..."}``; anything else becomes a 500 with
+a generic message and is logged with its traceback, never sent to the caller.
 """
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ def require_member(
 ) -> None:
     """Refuse anyone but an enrolled agent or the operator (FastAPI dependency).
 
-    Round details (which clients contributed) and fleet metrics belong to the
-    federation. The public key, the schema (``/federation``), the global model and
-    ``/health`` are public, so that ``fedguard score`` can fetch the model without
-    a credential.
+    Everything the federation produces belongs to its members: the fitted schema
+    (fleet feature statistics), the global model, round details (which clients
+    contributed) and fleet metrics. Only ``/health`` and ``/enroll`` (which needs
+    an enrollment token instead) answer without a credential.
     """
     context = security_context(request)
     presented = credentials.credentials if credentials else ""
@@ -242,7 +242,12 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     def health() -> Health:
         return orchestrator.health()
 
-    @app.get("/federation", response_model=FederationInfo, responses=_errors())
+    @app.get(
+        "/federation",
+        response_model=FederationInfo,
+        responses=_errors(client=True),
+        dependencies=MEMBERS_ONLY,
+    )
     def federation() -> FederationInfo:
         return orchestrator.federation_info()
 
@@ -304,7 +309,8 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     @app.get(
         "/model",
         response_class=Response,
-        responses={**_MODEL_RESPONSE, **_errors(404)},
+        responses={**_MODEL_RESPONSE, **_errors(404, client=True)},
+        dependencies=MEMBERS_ONLY,
     )
     def latest_model() -> Response:
         return _model_response(orchestrator.model(None))
@@ -312,7 +318,8 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     @app.get(
         "/model/{version}",
         response_class=Response,
-        responses={**_MODEL_RESPONSE, **_errors(404)},
+        responses={**_MODEL_RESPONSE, **_errors(404, client=True)},
+        dependencies=MEMBERS_ONLY,
     )
     def model_version(
         version: Annotated[int, Path(ge=0, le=2**31 - 1)],
