@@ -109,13 +109,15 @@ def test_log_action_names_policy_metric_value_and_threshold(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="fedguard"):
-        LogAction("log").execute(_decision(), "a1")
+        outcome = LogAction("log").execute(_decision(), "a1")
 
     (record,) = caplog.records
     assert record.levelno == logging.WARNING
     message = record.getMessage()
     assert "policy surge" in message and "round 9" in message
     assert "threat_rate.dos = 0.4200 >= threshold 0.3000" in message
+    # The audit log keeps the exact line.
+    assert (outcome.status, outcome.detail) == ("done", message)
 
 
 def test_configured_actions_are_built_with_their_settings(

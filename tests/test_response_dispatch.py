@@ -205,6 +205,24 @@ def test_dispatch_returns_before_an_unreachable_receiver_is_given_up(
     assert len(backoffs) == 2
 
 
+def test_decision_and_directive_are_stored_before_submit_returns(
+    audit: AuditStore, tmp_path: Path, webhook_receiver: Callable[..., Any]
+) -> None:
+    receiver = webhook_receiver(200)
+    receiver.gate.clear()
+    engine, dispatcher, _ = _setup(audit, tmp_path, _raw_config(receiver.url))
+
+    dispatcher.submit(engine.evaluate(2, 2, SURGE))
+
+    # No waiting: an agent polling right after the round closed finds the directive.
+    (directive,) = audit.pending_directives("cloud-a")
+    assert directive.handler == "lower_threshold"
+    (record,) = audit.list_decisions()
+    assert {a.action: a.status for a in record.actions}["tighten"] == "queued"
+    receiver.gate.set()
+    assert dispatcher.close(timeout=60)
+
+
 def test_a_hanging_receiver_does_not_hold_back_other_actions(
     audit: AuditStore, tmp_path: Path, webhook_receiver: Callable[..., Any]
 ) -> None:
@@ -268,16 +286,17 @@ def test_the_service_restores_cooldowns_after_a_restart(
     db = open_engine(sqlite_url(tmp_path))
     history = [{"threat_rate": 0.9}]
 
+    # Round 4 is the first after the default policies' warm-up.
     first = ResponseService.start({}, db_engine=db, state_dir=tmp_path)
-    fired = first.after_round(1, 1, history)
+    fired = first.after_round(4, 3, history)
     assert first.close(timeout=60)
     second = ResponseService.start({}, db_engine=db, state_dir=tmp_path)
-    again = second.after_round(2, 2, [*history, {"threat_rate": 0.9}])
+    again = second.after_round(5, 4, [*history, {"threat_rate": 0.9}])
     assert second.close(timeout=60)
     db.dispose()
 
     assert [d.policy for d in fired] == ["threat-rate-high"]
     assert again == []
     lines = (tmp_path / "blocklist.jsonl").read_text().splitlines()
-    assert [json.loads(line)["round"] for line in lines] == [1]
+    assert [json.loads(line)["round"] for line in lines] == [4]
     assert "response engine: 2 default policies" in fedguard_logs.text

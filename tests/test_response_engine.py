@@ -151,13 +151,58 @@ def test_dry_run_is_marked_per_policy_and_globally() -> None:
 
 def test_default_policies_fire_on_a_threat_rate_surge() -> None:
     engine = ResponseEngine(parse_response_config({}))
+    # Fleet metrics start in round 2 and describe the model of the round before.
     history = [{"threat_rate": r} for r in (0.05, 0.06, 0.04)]
 
-    assert engine.evaluate(3, 3, history) == []
+    assert engine.evaluate(4, 3, history) == []
     history.append({"threat_rate": 0.2})
-    assert [d.policy for d in engine.evaluate(4, 4, history)] == ["threat-rate-rise"]
+    assert [d.policy for d in engine.evaluate(5, 4, history)] == ["threat-rate-rise"]
     history.append({"threat_rate": 0.7})
-    assert [d.policy for d in engine.evaluate(5, 5, history)] == ["threat-rate-high"]
+    assert [d.policy for d in engine.evaluate(6, 5, history)] == ["threat-rate-high"]
+
+
+def test_the_absolute_default_fires_from_round_4() -> None:
+    engine = ResponseEngine(parse_response_config({}))
+    history = [{"threat_rate": 0.8}]
+
+    assert engine.evaluate(3, 2, history) == []
+    history.append({"threat_rate": 0.8})
+    assert [d.policy for d in engine.evaluate(4, 3, history)] == ["threat-rate-high"]
+
+
+def test_warmup_rounds_keep_a_policy_silent_but_count_as_baseline() -> None:
+    engine = _engine(
+        {
+            "name": "rise",
+            "metric": "threat_rate",
+            "rise": 0.1,
+            "window": 2,
+            "warmup_rounds": 3,
+            "cooldown": 0,
+        }
+    )
+
+    # A model that learns: the rate climbs 0.2 per round during the warm-up.
+    fired = _run(engine, [0.1, 0.3, 0.5, 0.45, 0.46, 0.7])
+
+    # Round 6 rose by 0.245 over the mean of rounds 4 and 5.
+    assert fired == [6]
+
+
+def test_default_policies_ignore_a_learning_model_during_the_warm_up() -> None:
+    engine = ResponseEngine(parse_response_config({}))
+    history: list[dict[str, float]] = []
+    fired = []
+
+    # Recall improves quickly, then settles: the threat rate follows it.
+    rates = (0.2, 0.33, 0.4, 0.42, 0.43, 0.43, 0.44)
+    for round_id, rate in enumerate(rates, start=2):
+        history.append({"threat_rate": rate})
+        fired += engine.evaluate(round_id, round_id - 1, history)
+
+    assert fired == []
+    # Without the warm-up, round 4 would have fired: 0.4 - mean(0.2, 0.33) > 0.1.
+    assert rates[2] - (rates[0] + rates[1]) / 2 > 0.1
 
 
 def test_empty_history_is_refused() -> None:

@@ -103,7 +103,11 @@ def test_without_policies_the_defaults_apply() -> None:
     assert config.default_policies
     assert {"log", "blocklist"} <= set(config.actions)
     rise = next(p for p in config.policies if p.rise is not None)
-    assert rise.metric == "threat_rate" and rise.rise == 0.10 and rise.window == 3
+    assert rise.metric == "threat_rate" and rise.rise == 0.10 and rise.window == 2
+    assert {p.name: p.warmup_rounds for p in config.policies} == {
+        "threat-rate-rise": 4,
+        "threat-rate-high": 3,
+    }
     assert all(p.actions == ("log", "blocklist") for p in config.policies)
     assert not any(p.dry_run for p in config.policies)
 
@@ -184,6 +188,8 @@ def test_unknown_action_field_names_action_and_field() -> None:
         ({"window": 3}, "field 'window' only applies with 'rise'"),
         ({"for_rounds": 0}, r"field 'for_rounds' must be an integer in \[1, 1000\]"),
         ({"cooldown": -1}, "field 'cooldown' must be an integer"),
+        ({"warmup_rounds": -1}, r"field 'warmup_rounds' must be an integer in \[0,"),
+        ({"warmup_rounds": 1.5}, "field 'warmup_rounds' must be an integer"),
         ({"severity": "urgent"}, "field 'severity' must be one of"),
         ({"dry_run": "yes"}, "field 'dry_run' must be true or false"),
         ({"actions": "log"}, "field 'actions' must be a list"),

@@ -5,7 +5,8 @@ returns an :class:`ActionOutcome`; :class:`~fedguard.response.dispatch.Dispatche
 runs them on worker threads and records the outcomes.
 
 ``log``
-    a WARNING naming the policy, the metric, its value and the limit.
+    a WARNING naming the policy, the metric, its value and the limit; the audit log
+    keeps the line's text as the action's detail.
 ``webhook``
     a signed POST of :func:`webhook_document` (see :mod:`fedguard.response.webhook`).
 ``blocklist``
@@ -14,6 +15,8 @@ runs them on worker threads and records the outcomes.
     aggregates that name no agent.
 ``agent``
     a directive queued in the audit store for agents to pick up on their next poll.
+    It is only a local database insert, so the dispatcher runs it before returning
+    (``inline``): agents that see the next round also see the directive.
 """
 
 import json
@@ -62,6 +65,8 @@ class Action(Protocol):
 
     name: str
     type: str
+    # True for actions that only write to the orchestrator's own database.
+    inline: bool
 
     def execute(self, decision: Decision, action_id: str) -> ActionOutcome: ...
 
@@ -72,19 +77,15 @@ class LogAction:
     """Write a WARNING for the decision."""
 
     type = "log"
+    inline = False
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def execute(self, decision: Decision, action_id: str) -> ActionOutcome:
-        logger.warning(
-            "policy %s fired in round %d (severity %s): %s",
-            decision.policy,
-            decision.round,
-            decision.severity,
-            decision.describe(),
-        )
-        return ActionOutcome("done", detail="logged")
+        line = log_line(decision)
+        logger.warning("%s", line)
+        return ActionOutcome("done", detail=line)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -94,6 +95,7 @@ class BlocklistAction:
     """Append an indicator line for the decision to a JSON-lines file."""
 
     type = "blocklist"
+    inline = False
 
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
@@ -111,6 +113,7 @@ class WebhookAction:
     """POST a signed JSON document, retrying transient failures."""
 
     type = "webhook"
+    inline = False
 
     def __init__(
         self,
@@ -155,6 +158,7 @@ class DirectiveAction:
     """Queue a directive for agents in the audit store."""
 
     type = "agent"
+    inline = True
 
     def __init__(
         self,
@@ -187,6 +191,14 @@ class DirectiveAction:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def log_line(decision: Decision) -> str:
+    """The WARNING the ``log`` action writes for ``decision``."""
+    return (
+        f"policy {decision.policy} fired in round {decision.round} "
+        f"(severity {decision.severity}): {decision.describe()}"
+    )
 
 
 def webhook_document(decision: Decision, action_id: str) -> dict[str, object]:

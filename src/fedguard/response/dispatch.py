@@ -1,11 +1,14 @@
 """Runs the actions of decisions on worker threads and records every outcome.
 
-:meth:`Dispatcher.submit` only hands the decisions to a thread pool and returns, so a
-round never waits for an action: a webhook receiver that hangs or refuses
-connections costs one worker thread for at most ``(retries + 1) * timeout`` plus the
-backoff, never the caller's time. Each decision is recorded first (with its actions
-as ``pending``, or ``dry_run``), then every action runs as its own task, so a slow
-webhook does not hold back the log line or the blocklist entry of the same decision.
+:meth:`Dispatcher.submit` records each decision (with its actions as ``pending``, or
+``dry_run``) and queues its agent directives, both local database writes, then
+hands every other action to a thread pool and returns. A round therefore never
+waits for an action: a webhook receiver that hangs or refuses connections costs one
+worker thread for at most ``(retries + 1) * timeout`` plus the backoff, never the
+caller's time. Every action runs as its own task, so a slow webhook does not hold
+back the log line or the blocklist entry of the same decision. Directives are
+queued before ``submit`` returns so that an agent that sees the next round, or the
+end of the federation, also sees the directives of the round that just closed.
 """
 
 import logging
@@ -38,7 +41,8 @@ class Dispatcher:
     max_workers
         Threads running actions at the same time.
     on_outcome
-        Called on the worker thread after each action's outcome is recorded.
+        Called after each action's outcome is recorded: on the worker thread, or on
+        the caller's thread for inline actions (agent directives).
     """
 
     def __init__(
@@ -72,7 +76,7 @@ class Dispatcher:
             if self._closed:
                 raise RuntimeError("the dispatcher is closed; no new decisions")
         for decision in decisions:
-            self._start(self._run_decision, decision)
+            self._dispatch(decision)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every queued decision and action has finished.
@@ -114,7 +118,27 @@ class Dispatcher:
                 self._outstanding -= 1
                 self._idle.notify_all()
 
-    def _run_decision(self, decision: Decision) -> None:
+    def _dispatch(self, decision: Decision) -> None:
+        planned = self._record_decision(decision)
+        if decision.dry_run:
+            logger.info(
+                "dry run: policy %s fired in round %d (%s); not running %s",
+                decision.policy,
+                decision.round,
+                decision.describe(),
+                ", ".join(decision.actions) or "no actions",
+            )
+            return
+
+        for action_id, name in planned:
+            action = self._actions[name]
+            if action.inline:
+                self._run_action(decision, action_id, action)
+            else:
+                self._start(self._run_action, decision, action_id, action)
+
+    def _record_decision(self, decision: Decision) -> list[tuple[str, str]]:
+        """Store the decision with its actions; return ``(action_id, name)`` pairs."""
         planned = [(uuid.uuid4().hex, name) for name in decision.actions]
         status: ActionStatus = "dry_run" if decision.dry_run else "pending"
         rows = [
@@ -126,18 +150,7 @@ class Dispatcher:
         except Exception:
             # Acting matters more than the record of acting; say so loudly.
             logger.exception("could not record decision of policy %s", decision.policy)
-
-        if decision.dry_run:
-            logger.info(
-                "dry run: policy %s fired in round %d (%s); not running %s",
-                decision.policy,
-                decision.round,
-                decision.describe(),
-                ", ".join(decision.actions) or "no actions",
-            )
-            return
-        for action_id, name in planned:
-            self._start(self._run_action, decision, action_id, self._actions[name])
+        return planned
 
     def _run_action(self, decision: Decision, action_id: str, action: Action) -> None:
         try:

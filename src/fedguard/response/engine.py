@@ -124,13 +124,16 @@ class ResponseEngine:
 
         ``metrics_history`` holds one metrics mapping per completed round, oldest
         first. A metric missing from a round (or NaN) makes every condition that
-        needs it false: a policy never fires on missing data.
+        needs it false: a policy never fires on missing data. A policy stays silent
+        while ``round_id`` is within its ``warmup_rounds``.
         """
         if not metrics_history:
             raise InputError("metrics_history must hold at least the current round")
 
         decisions: list[Decision] = []
         for policy in self.config.policies:
+            if round_id <= policy.warmup_rounds:
+                continue
             evidence = check_policy(policy, metrics_history)
             if evidence is None:
                 continue
