@@ -47,6 +47,9 @@ from fedguard.server.storage import Base
 
 ActionStatus = Literal["pending", "done", "delivered", "queued", "failed", "dry_run"]
 AckStatus = Literal["applied", "refused", "failed"]
+ActionType = Literal["log", "webhook", "blocklist", "agent"]
+ComparisonName = Literal[">", ">=", "<", "<="]
+SeverityName = Literal["info", "low", "medium", "high", "critical"]
 
 _MAX_CLIENT_ID = 128
 _MAX_DETAIL = 500
@@ -126,12 +129,18 @@ class ActionRecord(BaseModel):
     """One action a decision asked for, and how it ended."""
 
     action_id: str
-    action: str
-    type: str
-    status: str
+    action: str = Field(description="the action's name under [actions]")
+    type: ActionType
+    status: ActionStatus = Field(
+        description="pending while it runs; done (log, blocklist), delivered or "
+        "failed (webhook), queued (agent directive), dry_run"
+    )
     attempts: int
-    http_status: int | None
-    detail: str
+    http_status: int | None = Field(description="last HTTP status of a webhook")
+    detail: str = Field(
+        description="the log line, the blocklist file, the webhook's last error "
+        "or the directive queued"
+    )
     created_at: datetime
     finished_at: datetime | None
 
@@ -142,23 +151,30 @@ class DecisionRecord(BaseModel):
     decision_id: str
     policy: str
     metric: str
-    value: float
-    compared: float
-    comparison: str
-    limit: float
-    baseline: float | None
-    severity: str
-    round: int
-    model_version: int
+    value: float = Field(description="the metric in this round")
+    compared: float = Field(
+        description="what was compared with the limit: the value, or its change "
+        "over the baseline"
+    )
+    comparison: ComparisonName
+    limit: float = Field(description="the policy's threshold or rise")
+    baseline: float | None = Field(
+        description="mean of the previous rounds (rise policies only)"
+    )
+    severity: SeverityName
+    round: int = Field(description="the round whose fleet metrics fired the policy")
+    model_version: int = Field(description="the model those metrics were measured on")
     dry_run: bool
-    metrics: dict[str, float]
+    metrics: dict[str, float] = Field(description="the round's fleet metrics")
     created_at: datetime
     actions: list[ActionRecord]
 
 
 class DirectiveAckRecord(BaseModel):
+    """One agent's report on a directive."""
+
     client_id: str
-    status: str
+    status: AckStatus
     detail: str
     acknowledged_at: datetime
 
@@ -171,9 +187,9 @@ class DirectiveRecord(BaseModel):
     decision_id: str
     handler: str
     params: dict[str, Any]
-    target: list[str] | None
+    target: list[str] | None = Field(description="client_ids, or null for every agent")
     policy: str
-    severity: str
+    severity: SeverityName
     round: int
     created_at: datetime
     expires_at: datetime
@@ -181,7 +197,10 @@ class DirectiveRecord(BaseModel):
 
 
 class AuditListing(BaseModel):
-    """The operator's view of the audit log: ``GET /admin/actions`` and the CLI."""
+    """The operator's view of the audit log: ``GET /admin/actions`` and the CLI.
+
+    Both lists are newest first and paged with the same ``limit`` and ``offset``.
+    """
 
     decisions: list[DecisionRecord]
     directives: list[DirectiveRecord]
@@ -347,11 +366,13 @@ class AuditStore:
         by_directive: dict[str, list[DirectiveAckRecord]] = {i: [] for i in ids}
         for ack in acks:
             by_directive[ack.directive_id].append(
-                DirectiveAckRecord(
-                    client_id=ack.client_id,
-                    status=ack.status,
-                    detail=ack.detail,
-                    acknowledged_at=_utc(ack.acknowledged_at),
+                DirectiveAckRecord.model_validate(
+                    dict(
+                        client_id=ack.client_id,
+                        status=ack.status,
+                        detail=ack.detail,
+                        acknowledged_at=_utc(ack.acknowledged_at),
+                    )
                 )
             )
         return [_directive_record(row, by_directive[row.directive_id]) for row in rows]
@@ -474,55 +495,61 @@ def _decision_row(decision: Decision) -> DecisionRow:
 
 
 def _decision_record(row: DecisionRow, actions: list[ActionRecord]) -> DecisionRecord:
-    return DecisionRecord(
-        decision_id=row.decision_id,
-        policy=row.policy,
-        metric=row.metric,
-        value=row.value,
-        compared=row.compared,
-        comparison=row.comparison,
-        limit=row.limit_value,
-        baseline=row.baseline,
-        severity=row.severity,
-        round=row.round,
-        model_version=row.model_version,
-        dry_run=row.dry_run,
-        metrics=row.metrics,
-        created_at=_utc(row.created_at),
-        actions=actions,
+    return DecisionRecord.model_validate(
+        dict(
+            decision_id=row.decision_id,
+            policy=row.policy,
+            metric=row.metric,
+            value=row.value,
+            compared=row.compared,
+            comparison=row.comparison,
+            limit=row.limit_value,
+            baseline=row.baseline,
+            severity=row.severity,
+            round=row.round,
+            model_version=row.model_version,
+            dry_run=row.dry_run,
+            metrics=row.metrics,
+            created_at=_utc(row.created_at),
+            actions=actions,
+        )
     )
 
 
 def _action_record(row: ActionRow) -> ActionRecord:
-    return ActionRecord(
-        action_id=row.action_id,
-        action=row.action,
-        type=row.type,
-        status=row.status,
-        attempts=row.attempts,
-        http_status=row.http_status,
-        detail=row.detail,
-        created_at=_utc(row.created_at),
-        finished_at=_utc(row.finished_at) if row.finished_at else None,
+    return ActionRecord.model_validate(
+        dict(
+            action_id=row.action_id,
+            action=row.action,
+            type=row.type,
+            status=row.status,
+            attempts=row.attempts,
+            http_status=row.http_status,
+            detail=row.detail,
+            created_at=_utc(row.created_at),
+            finished_at=_utc(row.finished_at) if row.finished_at else None,
+        )
     )
 
 
 def _directive_record(
     row: DirectiveRow, acks: list[DirectiveAckRecord]
 ) -> DirectiveRecord:
-    return DirectiveRecord(
-        directive_id=row.directive_id,
-        action_id=row.action_id,
-        decision_id=row.decision_id,
-        handler=row.handler,
-        params=row.params,
-        target=row.target,
-        policy=row.policy,
-        severity=row.severity,
-        round=row.round,
-        created_at=_utc(row.created_at),
-        expires_at=_utc(row.expires_at),
-        acks=acks,
+    return DirectiveRecord.model_validate(
+        dict(
+            directive_id=row.directive_id,
+            action_id=row.action_id,
+            decision_id=row.decision_id,
+            handler=row.handler,
+            params=row.params,
+            target=row.target,
+            policy=row.policy,
+            severity=row.severity,
+            round=row.round,
+            created_at=_utc(row.created_at),
+            expires_at=_utc(row.expires_at),
+            acks=acks,
+        )
     )
 
 

@@ -46,6 +46,7 @@ from fedguard.errors import (
     PayloadTooLargeError,
 )
 from fedguard.response.audit import Directive, DirectiveAck
+from fedguard.response.routes import audit_router
 from fedguard.security.api import router as security_router
 from fedguard.security.deps import (
     CLIENT_AUTH_RESPONSES,
@@ -194,6 +195,7 @@ def create_app(orchestrator: Orchestrator) -> FastAPI:
         on_enroll=orchestrator.on_enroll,
     )
     app.include_router(security_router)
+    app.include_router(audit_router(orchestrator.response.audit))
     _add_routes(app, orchestrator)
     return app
 
