@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fedguard.errors import ConflictError, NotFoundError
+from fedguard.security.credentials import ClientCredentialRow
 from fedguard.server.storage import (
     ClientRecord,
     ClientTimingRecord,
@@ -106,8 +107,18 @@ class Store:
             return int(session.scalar(select(func.count(ClientRecord.client_id))) or 0)
 
     def active_client_ids(self) -> set[str]:
+        """The clients a round waits for: active, and not revoked by the operator.
+
+        A revoked client can never deliver again, so no round waits for it, even
+        when another process (``fedguard clients revoke``) revoked it.
+        """
+        revoked = select(ClientCredentialRow.client_id).where(
+            ClientCredentialRow.revoked_at.is_not(None)
+        )
         with self.session() as session:
-            query = select(ClientRecord.client_id).where(ClientRecord.active)
+            query = select(ClientRecord.client_id).where(
+                ClientRecord.active, ClientRecord.client_id.not_in(revoked)
+            )
             return set(session.scalars(query))
 
     # --- rounds ------------------------------------------------------------------
