@@ -6,10 +6,16 @@ settings) and then, for every round, does what the round asks:
 
 * setup round: its feature statistics (means and means of squares of the
   transformed numeric columns), weighted and encrypted;
-* training round on model version ``v``: the encrypted counts of model ``v`` on its
-  held-out rows, then local training from ``v`` and the encrypted, clipped,
-  weighted update ``w·clip(local − global)`` with its weight ``w``;
+* training round on model version ``v``: the encrypted counts of model ``v`` (its
+  confusion counts on the held-out rows, and how many of the round's recent events
+  it scored and flagged, see :mod:`fedguard.client.events`), then local training
+  from ``v`` and the encrypted, clipped, weighted update ``w·clip(local − global)``
+  with its weight ``w``;
 * evaluation round: the counts of the final model.
+
+Before working on a round, and once more when the federation is finished, it applies
+the directives of policies that fired (``GET /directives``) through the handlers it
+enabled itself, and acknowledges each one.
 
 Only ciphertext frames leave the agent (plain float frames in a ``--plaintext``
 baseline federation). Between rounds it polls the server; it stops when the
@@ -245,6 +251,7 @@ class Agent:
             self.connection.federation(), self.settings.fingerprint
         )
         self._check_schema(federation.schema)
+        self._check_bursts(int(federation.info["rounds"]))
         self.federation = federation
         if federation.public_key is not None:
             self.pool = EncryptionPool(
@@ -280,12 +287,24 @@ class Agent:
                 "federation's dataset"
             )
 
+    def _check_bursts(self, rounds: int) -> None:
+        recent = self.data.recent
+        last = rounds + 1  # the evaluation round scores events too
+        for burst in recent.bursts if recent is not None else ():
+            if burst.round > last:
+                raise ConfigError(
+                    f"--attack-burst ROUND must be in [2, {last}] for this federation "
+                    f"({rounds} training rounds, then the evaluation round); "
+                    f"got {burst.round}"
+                )
+
     # --- rounds ------------------------------------------------------------------
 
     def _step(self) -> bool:
         """Handle the current round once; ``False`` when the federation is over."""
         current = self.connection.current_round(wait=self.settings.long_poll)
         if current["finished"]:
+            self._apply_directives()  # those of the evaluation round
             logger.info("federation finished; %d rounds contributed", self.rounds_done)
             return False
 
@@ -294,6 +313,9 @@ class Agent:
             self.stop.wait(self.settings.poll_interval)
             return True
 
+        # The server queues a round's directives before it opens the next round, so
+        # a lowered threshold already applies to this round's events.
+        self._apply_directives()
         costs = RoundCosts()
         try:
             self._take_part(current, missing, costs)
@@ -302,7 +324,6 @@ class Agent:
             return True
         self.connection.report_timings(current["round"], costs.to_dict())
         self.rounds_done += 1
-        self._apply_directives()
         self._prepare_encryption("update", "metrics")
         return True
 
@@ -336,7 +357,7 @@ class Agent:
         logger.info("round %d: fetching the model (version %d)", round_id, version)
         _, global_model = decode_model(self.connection.model(version))
         if "metrics" in missing:
-            counts = self._evaluate(global_model, features[1])
+            counts = self._evaluate(round_id, global_model, features[1])
             self._send(round_id, version, "metrics", counts, 1.0, costs)
         if "update" in missing:
             update, weight = self._train(round_id, global_model, features[0], costs)
@@ -378,20 +399,39 @@ class Agent:
         return weight * delta, weight
 
     def _evaluate(
-        self, global_model: NDArray[np.float64], features: NDArray[np.float64]
+        self,
+        round_id: int,
+        global_model: NDArray[np.float64],
+        holdout_features: NDArray[np.float64],
     ) -> NDArray[np.float64]:
+        """The round's counts: held-out confusion counts and recent-event alerts."""
         federation = self._federation()
-        holdout = self.data.holdout
+        threshold = self.threshold.value
+        holdout_scores = predict_proba(federation.spec, global_model, holdout_features)
+
+        events = self.data.recent_events(round_id)
+        features = (
+            holdout_features
+            if events is self.data.holdout
+            else self._fitted_schema().transform(events)
+        )
         scores = predict_proba(federation.spec, global_model, features)
-        flagged = scores >= self.threshold.value
-        self._remember_alerts(scores, flagged)
+        flagged = scores >= threshold
+        self._remember_alerts(events, scores, flagged)
+        logger.info(
+            "round %d: flagged %d of %d recent events",
+            round_id,
+            int(flagged.sum()),
+            len(events),
+        )
+
         families = None
-        if holdout.families is not None:
-            families = [str(f).lower() for f in holdout.families]
+        if events.families is not None:
+            families = [str(f).lower() for f in events.families]
         counts = local_counts(
             federation.layout,
-            y_true=holdout.labels.astype(np.int64),
-            y_pred=flagged.astype(np.int64),
+            y_true=self.data.holdout.labels.astype(np.int64),
+            y_pred=(holdout_scores >= threshold).astype(np.int64),
             flagged=flagged,
             families=families,
         )
@@ -440,12 +480,14 @@ class Agent:
         logger.debug("round %d: %s acknowledged %s", round_id, kind, receipt)
 
     def _remember_alerts(
-        self, scores: NDArray[np.float64], flagged: NDArray[np.bool_]
+        self,
+        events: Dataset,
+        scores: NDArray[np.float64],
+        flagged: NDArray[np.bool_],
     ) -> None:
         """Keep the latest flagged events for a quarantine directive."""
-        holdout = self.data.holdout
         rows = np.flatnonzero(flagged)[-MAX_REMEMBERED_ALERTS:]
-        self._alerts = [_event(holdout, row, float(scores[row])) for row in rows]
+        self._alerts = [_event(events, row, float(scores[row])) for row in rows]
 
     # --- helpers -----------------------------------------------------------------
 
@@ -456,6 +498,12 @@ class Agent:
 
     def _max_examples(self) -> int:
         return int(self._federation().info["max_examples"])
+
+    def _fitted_schema(self) -> FeatureSchema:
+        if self._fitted is None:
+            self._transformed()
+        assert self._fitted is not None  # set by _transformed
+        return self._fitted
 
     def _transformed(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Training and held-out features under the fitted schema (cached)."""
@@ -475,7 +523,7 @@ class Agent:
 
 
 def _event(rows: Dataset, row: int, score: float) -> dict[str, Any]:
-    """One held-out row as a JSON-ready event."""
+    """One scored event as a JSON-ready record."""
     event: dict[str, Any] = {"score": score, "label": str(rows.attack_types[row])}
     for name, number in zip(rows.numeric_columns, rows.numeric[row], strict=True):
         event[name] = float(number)

@@ -12,18 +12,25 @@ An agent reads one of:
 * ``csv``: a labelled flow CSV read through a column mapping (TOML file).
 
 A seeded share of the rows (``holdout``) is kept aside: the agent evaluates each
-global model on it and reports only encrypted counts.
+global model on it and reports only encrypted counts. The recent events it scores
+each round (and any attack burst among them) come from :mod:`fedguard.client.events`.
 """
 
 from __future__ import annotations
 
 import logging
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from fedguard.client.events import (
+    AttackBurst,
+    HeldOutEvents,
+    RecentEvents,
+    SyntheticEvents,
+)
 from fedguard.data.dataset import Dataset
 from fedguard.errors import ConfigError
 
@@ -80,6 +87,7 @@ class DataSource:
     partition: Partition = Partition("iid")
     rows: int = DEFAULT_SYNTHETIC_ROWS
     holdout: float = DEFAULT_HOLDOUT
+    bursts: tuple[AttackBurst, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -101,10 +109,20 @@ class DataSource:
 
 @dataclass(frozen=True)
 class LocalData:
-    """The rows an agent trains on and the rows it evaluates on."""
+    """The rows an agent trains on, evaluates on, and the events it scores.
+
+    Without ``recent`` the agent scores its held-out rows every round.
+    """
 
     train: Dataset
     holdout: Dataset
+    recent: RecentEvents | None = None
+
+    def recent_events(self, round_id: int) -> Dataset:
+        """The events the agent scores in ``round_id``, bursts included."""
+        if self.recent is None:
+            return self.holdout
+        return self.recent.for_round(round_id)
 
 
 def load_local_data(source: DataSource) -> LocalData:
@@ -116,7 +134,23 @@ def load_local_data(source: DataSource) -> LocalData:
     else:
         rows = _mapped_csv(source)
 
-    return split_holdout(rows, source.holdout, seed=source.seed + source.index)
+    local = split_holdout(rows, source.holdout, seed=source.seed + source.index)
+    return replace(local, recent=recent_events(source, local))
+
+
+def recent_events(source: DataSource, local: LocalData) -> RecentEvents:
+    """Fresh synthetic events per round, or the held-out rows of a file."""
+    # A seed of its own, so that recent events never repeat the training rows.
+    seed = int(
+        np.random.SeedSequence([source.seed, 3000 + source.index]).generate_state(1)[0]
+    )
+    if source.dataset == "synthetic":
+        from fedguard.data.synthetic import cloud_profiles
+
+        profile = cloud_profiles(source.index + 1, seed=source.seed)[source.index]
+        return SyntheticEvents(profile, len(local.holdout), source.bursts, seed=seed)
+
+    return HeldOutEvents(local.holdout, local.train, source.bursts, seed=seed)
 
 
 def split_holdout(rows: Dataset, fraction: float, *, seed: int) -> LocalData:

@@ -96,11 +96,21 @@ def client(
             "--retry-for", help="Seconds to keep retrying an unreachable server."
         ),
     ] = 120.0,
+    attack_burst: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack-burst",
+            help="ROUND or ROUND:COUNT: add COUNT attack events (default: 3 times "
+            "the round's events) to the events scored in ROUND. Repeatable; for "
+            "tests and demonstrations.",
+        ),
+    ] = None,
 ) -> None:
     """Run a cloud agent: enroll, then train, encrypt and upload every round."""
     from fedguard.client.agent import Agent, AgentSettings
     from fedguard.client.connection import RetryPolicy
     from fedguard.client.data import DataSource, Partition, load_local_data
+    from fedguard.client.events import AttackBurst
     from fedguard.errors import ConfigError
 
     if index is not None and cloud is not None and index != cloud:
@@ -117,6 +127,7 @@ def client(
         partition=Partition.parse(partition),
         rows=rows,
         holdout=holdout,
+        bursts=tuple(AttackBurst.parse(text) for text in attack_burst or ()),
     )
     settings = AgentSettings(
         server_url=server,
