@@ -96,7 +96,7 @@ def _print_table(figures: dict[str, float]) -> None:
             f"{figures['threads']} workers"
         )
     )
-    for column in ("figure", "fedguard", "python-paillier", "speed-up", "target"):
+    for column in ("figure", "fedguard", "phe", "gain", "target"):
         table.add_column(
             column, justify="left" if column == "figure" else "right", no_wrap=True
         )
@@ -112,7 +112,7 @@ def _print_table(figures: dict[str, float]) -> None:
 
     Console().print(table)
     Console().print(
-        "Rates in values per second. python-paillier timed on "
+        "Rates in values per second. phe: python-paillier, timed on "
         f"{figures['phe_subsample']} values, one ciphertext per value, same primes, "
         "same run."
     )
