@@ -2,15 +2,28 @@
 
 Every operation of the served OpenAPI schema is fuzzed three times: with the admin
 token, with an enrolled client's credential and with no credential. No response may
-be a server error, and every response must match the schema (status code, content
-type, body and headers). The runs are bounded by example count and time.
+be a server error, every response must match the schema (status code, content type,
+body and headers, ``Allow`` on a 405), invalid input must be refused with a 4xx,
+and an operation that declares a security scheme must refuse a request without
+it. The runs are bounded by example count and time.
+
+Two things keep the runs meaningful. The server's ``[auth]`` budgets are raised:
+with the defaults most requests would be answered 429 and the logic behind them
+would go untested (the limits have their own tests); a run that schemathesis
+reports as mostly rate-limited fails. And the client run uses a credential enrolled
+just before it, because the admin run revokes every client it finds. Schemathesis
+lists the operations that answered only 401/403; each must be one that the run's
+credential may not use. The number of cases of each run is recorded as a test
+suite property (``--junitxml``) and logged.
 """
 
 import json
+import logging
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +42,22 @@ CHECKS = ",".join(
         "content_type_conformance",
         "response_schema_conformance",
         "response_headers_conformance",
+        "negative_data_rejection",
+        "missing_required_header",
+        "unsupported_method",
+        "allow_header_conformance",
+        "ignored_auth",
     ]
 )
+# The security schemes each run's credential satisfies.
+ACCEPTED_SCHEMES = {
+    "admin": {"AdminToken", "MemberCredential"},
+    "client": {"ClientCredential", "MemberCredential"},
+    "anonymous": set(),
+}
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,7 +65,7 @@ class Served:
     url: str
     ca_file: Path
     admin_token: str
-    credential: AgentCredential
+    credentials: list[AgentCredential]
     process: subprocess.Popen[bytes]
     log: Path
     root: Path
@@ -48,6 +74,12 @@ class Served:
         return httpx.Client(
             base_url=self.url, verify=client_ssl_context(self.ca_file), headers=headers
         )
+
+    def enroll(self, name: str) -> AgentCredential:
+        """A new client, enrolled through the admin and enrollment routes."""
+        credential = enroll_clients(self.url, self.ca_file, self.admin_token, [name])
+        self.credentials += credential
+        return credential[0]
 
 
 def write_config(root: Path) -> Path:
@@ -58,6 +90,11 @@ def write_config(root: Path) -> Path:
         'state_dir = "state"\n'
         "[federation]\n"
         "rounds = 1\n"
+        "[auth]\n"
+        "client_burst = 1000000\n"
+        "client_requests_per_second = 1000000\n"
+        "failure_burst = 1000000\n"
+        "failures_per_second = 1000000\n"
         "[tls]\n"
         'cert_file = "certs/server.pem"\n'
         'key_file = "certs/server-key.pem"\n'
@@ -78,22 +115,19 @@ def wait_for_endpoint(process: subprocess.Popen[bytes], state_dir: Path) -> str:
     raise AssertionError("fedguard server did not start")
 
 
-def enroll_two_clients(url: str, ca_file: Path, admin_token: str) -> AgentCredential:
-    """Enroll two clients and return the first one's credential.
-
-    Two clients make min_clients, so the setup round opens and the long poll of
-    ``GET /rounds/current`` answers at once instead of holding requests.
-    """
+def enroll_clients(
+    url: str, ca_file: Path, admin_token: str, names: list[str]
+) -> list[AgentCredential]:
+    """Enroll one client per name through the admin and enrollment routes."""
     verify = client_ssl_context(ca_file)
     admin_headers = {"Authorization": f"Bearer {admin_token}"}
     with httpx.Client(base_url=url, verify=verify, headers=admin_headers) as admin:
         tokens = [
             admin.post("/admin/enrollment-tokens", json={"name": name}).json()["token"]
-            for name in ("fuzz", "other")
+            for name in names
         ]
     with httpx.Client(base_url=url, verify=verify) as agent:
-        first, _second = (enroll_agent(agent, "/enroll", token) for token in tokens)
-    return first
+        return [enroll_agent(agent, "/enroll", token) for token in tokens]
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +147,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     try:
         url = wait_for_endpoint(process, root / "state")
         admin_token = (root / "state" / "admin-token").read_text().strip()
-        credential = enroll_two_clients(url, certs.ca_cert, admin_token)
-        served = Served(url, certs.ca_cert, admin_token, credential, process, log, root)
-        yield served
+        # Two clients make min_clients, so the setup round opens and the long poll
+        # of GET /rounds/current answers at once instead of holding requests.
+        credentials = enroll_clients(url, certs.ca_cert, admin_token, ["fuzz", "other"])
+        yield Served(url, certs.ca_cert, admin_token, credentials, process, log, root)
     finally:
         process.terminate()
         try:
@@ -129,12 +164,38 @@ def bearer(served: Served, who: str) -> list[str]:
     if who == "admin":
         return ["-H", f"Authorization: Bearer {served.admin_token}"]
     if who == "client":
-        return ["-H", f"Authorization: Bearer {served.credential.bearer_token}"]
+        credential = served.enroll("fuzz-client")
+        return ["-H", f"Authorization: Bearer {credential.bearer_token}"]
     return []
 
 
+def refused_operations(served: Served, who: str) -> set[str]:
+    """The operations the run's credential may not use (``METHOD /path``)."""
+    with served.client() as anyone:
+        schema = anyone.get("/openapi.json").json()
+    refused = set()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            schemes = {name for need in operation.get("security", []) for name in need}
+            if schemes and not schemes & ACCEPTED_SCHEMES[who]:
+                refused.add(f"{method.upper()} {path}")
+    return refused
+
+
+def only_unauthorized(output: str) -> set[str]:
+    """Operations schemathesis saw answer nothing but 401/403."""
+    start = output.find("Authentication failed:")
+    if start < 0:
+        return set()
+    # The warning's list ends at its hint line; other warnings follow.
+    block = output[start : output.find("💡", start)]
+    return set(re.findall(r"^\s+- ([A-Z]+ /\S*)$", block, flags=re.MULTILINE))
+
+
 @pytest.mark.parametrize("who", ["admin", "client", "anonymous"])
-def test_every_response_matches_the_schema(served: Served, who: str) -> None:
+def test_every_response_matches_the_schema(
+    served: Served, who: str, record_testsuite_property: Callable[[str, object], None]
+) -> None:
     command = [
         str(SCHEMATHESIS),
         "run",
@@ -146,7 +207,7 @@ def test_every_response_matches_the_schema(served: Served, who: str) -> None:
         "--phases",
         "examples,coverage,fuzzing",
         "--max-examples",
-        "15",
+        "60",
         "--seed",
         "20240607",
         "--workers",
@@ -163,17 +224,24 @@ def test_every_response_matches_the_schema(served: Served, who: str) -> None:
     )
 
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "Rate limited" not in result.stdout, result.stdout[-3000:]
+    assert only_unauthorized(result.stdout) <= refused_operations(served, who)
+    cases = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
+    assert cases is not None, result.stdout[-3000:]
+    record_testsuite_property(f"fuzz_cases_{who}", int(cases.group(1)))
+    logger.info("schemathesis with %s credentials: %s", who, cases.group(0))
     with served.client() as anyone:
         assert anyone.get("/health").status_code == 200
 
 
 def test_server_log_holds_no_secret(served: Served) -> None:
-    with served.client(**served.credential.headers()) as agent:
+    credential = served.enroll("log-check")
+    with served.client(**credential.headers()) as agent:
         agent.get("/rounds/current")
     with served.client(Authorization="Bearer wrong") as stranger:
         stranger.get("/admin/clients")
 
     log = served.log.read_text()
     assert "listening on https://127.0.0.1:" in log
-    for secret in (served.admin_token, served.credential.secret):
+    for secret in (served.admin_token, *(c.secret for c in served.credentials)):
         assert secret not in log

@@ -325,3 +325,36 @@ def test_long_poll_returns_as_soon_as_there_is_work(api: Api) -> None:
         waiting.join(30)
 
     assert holder["round"]["round"] == 0 and holder["round"]["state"] == "open"
+
+
+def test_a_405_names_every_method_of_the_path(api: Api) -> None:
+    with api.client(api.admin_token) as http:
+        tokens = http.request("OPTIONS", "/admin/enrollment-tokens")
+        health = http.post("/health")
+
+    assert tokens.status_code == 405
+    assert tokens.headers["allow"] == "GET, POST"
+    assert health.status_code == 405
+    assert health.headers["allow"] == "GET"
+
+
+def test_timings_refuse_values_of_the_wrong_type(
+    api: Api, three_clients: list[httpx.Client]
+) -> None:
+    valid = {
+        "training_seconds": 1,
+        "encryption_seconds": 0.5,
+        "upload_seconds": 0.25,
+        "bytes_uploaded": 1600,
+    }
+    cases = [{"bytes_uploaded": False}, {"training_seconds": "1"}]
+
+    accepted = three_clients[0].post("/rounds/0/timings", json=valid)
+    refused = [
+        three_clients[0].post("/rounds/0/timings", json={**valid, **case})
+        for case in cases
+    ]
+
+    assert accepted.status_code == 200
+    assert [response.status_code for response in refused] == [422, 422]
+    assert "bytes_uploaded" in refused[0].json()["error"]

@@ -47,7 +47,7 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 class EnrollRequest(BaseModel):
     """An agent's request to exchange an enrollment token for a credential."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     enrollment_token: str = Field(
         pattern=ENROLLMENT_TOKEN_PATTERN,
@@ -70,7 +70,7 @@ class EnrolledClient(BaseModel):
 class IssueTokenRequest(BaseModel):
     """The operator's request for a new enrollment token."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Name | None = Field(default=None, description="Label for the client.")
     expires_in_seconds: int = Field(

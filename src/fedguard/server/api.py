@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -211,13 +212,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(
-        _request: Request, error: StarletteHTTPException
+        request: Request, error: StarletteHTTPException
     ) -> JSONResponse:
         # Keep the headers Starlette set, such as Allow on a 405.
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, headers.get("Allow", ""))
         return JSONResponse(
             {"error": str(error.detail)},
             status_code=error.status_code,
-            headers=error.headers,
+            headers=headers,
         )
 
     @app.exception_handler(Exception)
@@ -229,6 +233,26 @@ def _install_error_handlers(app: FastAPI) -> None:
             exc_info=error,
         )
         return JSONResponse({"error": "internal server error"}, status_code=500)
+
+
+def _allowed_methods(request: Request, starlette_allow: str) -> str:
+    """Every method the API documents for the request's path, for ``Allow``.
+
+    Starlette names only the methods of the first route whose path matches, but a
+    path such as ``/admin/enrollment-tokens`` has one route per method. Paths that
+    are not in the schema (the schema itself, the docs) keep Starlette's answer.
+    """
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if _path_pattern(template).fullmatch(path):
+            methods.update(method.upper() for method in operations)
+    return ", ".join(sorted(methods)) if methods else starlette_allow
+
+
+def _path_pattern(template: str) -> re.Pattern[str]:
+    """A regular expression for an OpenAPI path template: ``{name}`` is a segment."""
+    return re.compile(re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template)))
 
 
 def _validation_message(error: RequestValidationError) -> str:

@@ -127,6 +127,9 @@ class RoundInfo(_Model):
 class ClientTimings(_Model):
     """Per-round costs an agent reports; not secret, unlike its metrics."""
 
+    # Strict: a boolean or a numeric string is a malformed report, not a number.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     training_seconds: float = Field(ge=0, le=86_400)
     encryption_seconds: float = Field(ge=0, le=86_400)
     upload_seconds: float = Field(ge=0, le=86_400)
