@@ -152,19 +152,22 @@ def test_dry_run_is_marked_per_policy_and_globally() -> None:
 def test_default_policies_fire_on_a_threat_rate_surge() -> None:
     engine = ResponseEngine(parse_response_config({}))
     # Fleet metrics start in round 2 and describe the model of the round before.
-    history = [{"threat_rate": r} for r in (0.05, 0.06, 0.04)]
+    history = [{"threat_rate": r} for r in (0.05, 0.06)]
 
-    assert engine.evaluate(4, 3, history) == []
+    assert engine.evaluate(3, 2, history) == []
     history.append({"threat_rate": 0.2})
-    assert [d.policy for d in engine.evaluate(5, 4, history)] == ["threat-rate-rise"]
+    assert [d.policy for d in engine.evaluate(4, 3, history)] == ["threat-rate-rise"]
     history.append({"threat_rate": 0.7})
-    assert [d.policy for d in engine.evaluate(6, 5, history)] == ["threat-rate-high"]
+    assert [d.policy for d in engine.evaluate(5, 4, history)] == ["threat-rate-high"]
 
 
-def test_the_absolute_default_fires_from_round_4() -> None:
+def test_the_default_policies_are_silent_in_rounds_1_to_3() -> None:
     engine = ResponseEngine(parse_response_config({}))
-    history = [{"threat_rate": 0.8}]
+    history = [{"threat_rate": 0.1}]
 
+    assert engine.evaluate(2, 1, history) == []
+    history.append({"threat_rate": 0.8})
+    # Both conditions hold in round 3, which is still the warm-up.
     assert engine.evaluate(3, 2, history) == []
     history.append({"threat_rate": 0.8})
     assert [d.policy for d in engine.evaluate(4, 3, history)] == ["threat-rate-high"]
@@ -201,8 +204,8 @@ def test_default_policies_ignore_a_learning_model_during_the_warm_up() -> None:
         fired += engine.evaluate(round_id, round_id - 1, history)
 
     assert fired == []
-    # Without the warm-up, round 4 would have fired: 0.4 - mean(0.2, 0.33) > 0.1.
-    assert rates[2] - (rates[0] + rates[1]) / 2 > 0.1
+    # Without the warm-up, round 3 would have fired: 0.33 - 0.2 > 0.1.
+    assert rates[1] - rates[0] > 0.1
 
 
 def test_empty_history_is_refused() -> None:

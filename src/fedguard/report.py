@@ -1,9 +1,11 @@
 """A self-contained HTML report of a simulated federation.
 
-The page holds the settings, a table of rounds and plots of the detection metrics
-and of the time and bytes each round cost. Plots are drawn with matplotlib's Agg
-backend (no display needed) and embedded as base64 PNG, so the file can be mailed
-or archived on its own.
+The page holds the settings, a table of rounds, the policies that fired with every
+action's outcome (the log line, the webhook's answer, the blocklist entry, the
+agents' acknowledgements of a directive), and plots of the detection metrics, the
+fleet's threat rate and the time and bytes each round cost. Plots are drawn with
+matplotlib's Agg backend (no display needed) and embedded as base64 PNG, so the
+file can be mailed or archived on its own.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ TABLE_COLUMNS = (
     ("f1", "F1", "{:.4f}"),
     ("roc_auc", "ROC-AUC", "{:.4f}"),
     ("fpr", "FPR", "{:.4f}"),
+    ("threat_rate", "fleet threat rate", "{:.4f}"),
     ("round_seconds", "round s", "{:.2f}"),
     ("training_seconds", "train s", "{:.3f}"),
     ("encryption_seconds", "encrypt s", "{:.3f}"),
@@ -53,17 +57,27 @@ def render_report(metrics: Mapping[str, Any]) -> str:
     mode = "plaintext baseline" if settings.get("plaintext") else "encrypted"
     title = f"fedguard simulation: {settings.get('dataset', '?')}, {mode}"
 
+    actions: Sequence[Mapping[str, Any]] = metrics.get("actions") or []
     sections = [
         f"<h1>{html.escape(title)}</h1>",
         _settings_table(metrics),
         _comparison(metrics),
         "<h2>Rounds</h2>",
         format_rounds_html(rounds),
+        "<h2>Policies and actions</h2>",
+        format_actions_html(actions),
     ]
     if rounds:
         sections += [
             "<h2>Detection on the test set</h2>",
             _image(_quality_plot(rounds, metrics.get("centralized"))),
+        ]
+        if any(entry.get("threat_rate") is not None for entry in rounds):
+            sections += [
+                "<h2>Fleet threat rate</h2>",
+                _image(_threat_plot(rounds, actions)),
+            ]
+        sections += [
             "<h2>Cost per round</h2>",
             _image(_timing_plot(rounds)),
             _image(_bytes_plot(rounds)),
@@ -82,6 +96,8 @@ body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; }
 table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }}
 th {{ background: #f3f3f3; }}
+table.actions td {{ text-align: left; vertical-align: top; }}
+code {{ white-space: pre-wrap; word-break: break-all; }}
 img {{ max-width: 100%; }}
 </style>
 </head>
@@ -135,6 +151,83 @@ def format_rounds_html(rounds: Sequence[Mapping[str, Any]]) -> str:
     return f"<table>{''.join(lines)}</table>"
 
 
+ACTION_COLUMNS = (
+    "round",
+    "policy",
+    "metric value",
+    "threshold",
+    "action",
+    "outcome",
+    "details",
+)
+
+
+def format_actions_html(actions: Sequence[Mapping[str, Any]]) -> str:
+    """One row per action of a fired policy, oldest first."""
+    if not actions:
+        return "<p>No policy fired in this run.</p>"
+    header = "".join(f"<th>{label}</th>" for label in ACTION_COLUMNS)
+    lines = [f"<tr>{header}</tr>"]
+    for entry in actions:
+        cells = (
+            html.escape(str(entry.get("round"))),
+            html.escape(_policy_label(entry)),
+            html.escape(_evidence(entry)),
+            html.escape(_limit(entry)),
+            html.escape(f"{entry.get('action')} ({entry.get('type')})"),
+            html.escape(_outcome(entry)),
+            _details(entry),
+        )
+        lines.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+    return f'<table class="actions">{"".join(lines)}</table>'
+
+
+def _policy_label(entry: Mapping[str, Any]) -> str:
+    label = f"{entry.get('policy')} ({entry.get('severity')})"
+    return label + (", dry run" if entry.get("dry_run") else "")
+
+
+def _evidence(entry: Mapping[str, Any]) -> str:
+    text = f"{entry.get('metric')} = {float(entry.get('value', 0.0)):.4f}"
+    if entry.get("baseline") is not None:
+        text += (
+            f", {float(entry.get('compared', 0.0)):+.4f} over the mean "
+            f"{float(entry['baseline']):.4f} of previous rounds"
+        )
+    return text
+
+
+def _limit(entry: Mapping[str, Any]) -> str:
+    sign = "+" if entry.get("baseline") is not None else ""
+    return f"{entry.get('comparison')} {float(entry.get('threshold', 0.0)):{sign}.4f}"
+
+
+def _outcome(entry: Mapping[str, Any]) -> str:
+    text = str(entry.get("outcome"))
+    if entry.get("type") == "webhook":
+        text += f", {entry.get('attempts')} attempt(s)"
+        if entry.get("http_status") is not None:
+            text += f", HTTP {entry['http_status']}"
+    return text
+
+
+def _details(entry: Mapping[str, Any]) -> str:
+    """The log line, the blocklist entry, the directive's acks or the last error."""
+    if "blocklist_entry" in entry:
+        line = json.dumps(entry["blocklist_entry"], sort_keys=True)
+        return f"<code>{html.escape(line)}</code>"
+    detail = html.escape(str(entry.get("detail") or ""))
+    if entry.get("type") == "log":
+        return f"<code>{detail}</code>"
+    acks = entry.get("acks")
+    if acks is not None:
+        applied = "; ".join(
+            f"{ack['client_id']}: {ack['status']} ({ack['detail']})" for ack in acks
+        )
+        detail += "<br>" + html.escape(applied or "not acknowledged yet")
+    return detail
+
+
 def _format(value: Any, pattern: str) -> str:
     if value is None:
         return "-"
@@ -168,6 +261,41 @@ def _quality_plot(
 
     axes[1].plot(numbers, [entry["fpr"] for entry in rounds], marker="o", color="C3")
     axes[1].set(xlabel="round", ylabel="false-positive rate", title="FPR")
+    return _png(figure)
+
+
+def _threat_plot(
+    rounds: Sequence[Mapping[str, Any]], actions: Sequence[Mapping[str, Any]]
+) -> bytes:
+    figure = _figure()
+    axes = figure.subplots()
+    rates = {
+        entry["round"]: entry["threat_rate"]
+        for entry in rounds
+        if entry.get("threat_rate") is not None
+    }
+    axes.plot(list(rates), list(rates.values()), marker="o", label="threat rate")
+
+    fired: dict[int, set[str]] = {}
+    for action in actions:
+        if action.get("round") in rates:
+            fired.setdefault(action["round"], set()).add(str(action["policy"]))
+    if fired:
+        numbers = sorted(fired)
+        axes.scatter(numbers, [rates[n] for n in numbers], s=120, color="C3",
+                     zorder=3, label="policy fired")  # fmt: skip
+        for number in numbers:
+            label = ", ".join(sorted(fired[number]))
+            axes.annotate(label, (number, rates[number]), textcoords="offset points",
+                          xytext=(8, -4), fontsize="small")  # fmt: skip
+    axes.set(
+        xlabel="round",
+        ylabel="flagged / scored",
+        title="Fleet threat rate of the recent events (from encrypted sums)",
+        xticks=list(rates),
+        ylim=(0.0, 1.0),
+    )
+    axes.legend(fontsize="small")
     return _png(figure)
 
 

@@ -14,6 +14,14 @@ encryption, upload); the server records aggregation and decryption and the round
 wall time. Timings are not secret; the agents' own metrics are, which is why they
 only ever leave an agent encrypted.
 
+The response engine runs as in production: after every round the server decrypts
+the fleet's summed counts and evaluates its policies (the default ones unless the
+configuration names others). ``attack_bursts`` make chosen agents add attack events
+to the recent events they score in chosen rounds (``fedguard client
+--attack-burst``), so that a run shows a threat-rate policy firing. At the end the
+driver reads the audit log (``GET /admin/actions``) and the blocklist file and files
+every fired policy and action outcome under ``actions`` in ``metrics.json``.
+
 Every file of a run goes under ``out_dir``: ``metrics.json``, ``report.html``, the
 server's state and the agents' credentials, certificates and one log per process.
 """
@@ -53,10 +61,67 @@ RUN_SUBDIRS = ("server", "agents", "certs", "logs")
 _START_TIMEOUT = 90.0
 _STOP_TIMEOUT = 20.0
 _POLL_SECONDS = 0.2
+# Webhook retries may still run when the federation finishes; wait this long at most.
+_ACTIONS_SETTLE_SECONDS = 60.0
+_MAX_LISTED_DECISIONS = 1000
 
 
 class SimulationError(FedguardError):
     """A process of the simulated federation failed."""
+
+
+@dataclass(frozen=True)
+class AgentBurst:
+    """Extra attack events among agent ``agent``'s recent events in ``round``.
+
+    ``count`` None lets the agent choose: three times its ordinary events of that
+    round (see :mod:`fedguard.client.events`).
+    """
+
+    agent: int
+    round: int
+    count: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> AgentBurst:
+        """``AGENT:ROUND`` or ``AGENT:ROUND:COUNT``, for example ``2:4``."""
+        parts = text.split(":")
+        try:
+            numbers = [int(part) for part in parts]
+        except ValueError:
+            numbers = []
+        if len(numbers) not in (2, 3) or len(numbers) != len(parts):
+            raise ConfigError(
+                "--attack-burst must be AGENT:ROUND or AGENT:ROUND:COUNT with "
+                f"integers (e.g. 2:4); got {text!r}"
+            )
+        return cls(*numbers)
+
+    def client_option(self) -> str:
+        """The agent's own ``--attack-burst ROUND[:COUNT]`` value."""
+        return str(self.round) if self.count is None else f"{self.round}:{self.count}"
+
+    def check(self, clients: int, rounds: int) -> None:
+        """Refuse an agent or round this federation does not have."""
+        from fedguard.client.events import FIRST_SCORED_ROUND, MAX_BURST_EVENTS
+
+        if not 0 <= self.agent < clients:
+            raise ConfigError(
+                f"--attack-burst AGENT must be an agent index in [0, {clients - 1}] "
+                f"(--clients {clients}); got {self.agent}"
+            )
+        last = rounds + 1
+        if not FIRST_SCORED_ROUND <= self.round <= last:
+            raise ConfigError(
+                f"--attack-burst ROUND must be in [{FIRST_SCORED_ROUND}, {last}] "
+                f"(round 1 scores no events; round {last} is the evaluation round "
+                f"after --rounds {rounds}); got {self.round}"
+            )
+        if self.count is not None and not 1 <= self.count <= MAX_BURST_EVENTS:
+            raise ConfigError(
+                f"--attack-burst COUNT must be in [1, {MAX_BURST_EVENTS}]; "
+                f"got {self.count}"
+            )
 
 
 @dataclass(frozen=True)
@@ -81,7 +146,10 @@ class SimulationSettings:
     encryption_workers: int = 1
     key_file: Path | None = None
     port: int = 0
-    extra_config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attack_bursts: tuple[AgentBurst, ...] = ()
+    # Merged into the server's TOML document: tables update sections, other values
+    # (such as a list of policies) replace them.
+    extra_config: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -99,6 +167,8 @@ class SimulationSettings:
             raise ConfigError(
                 f"min_clients must be in [1, {self.clients}] (clients); got {minimum}"
             )
+        for burst in self.attack_bursts:
+            burst.check(self.clients, self.rounds)
 
     @property
     def required_clients(self) -> int:
@@ -107,7 +177,14 @@ class SimulationSettings:
 
 @dataclass
 class RoundResult:
-    """One training round as the researcher sees it."""
+    """One training round as the researcher sees it.
+
+    The detection metrics (accuracy … fpr) are those of this round's model on the
+    test set. ``fleet`` holds what the agents reported, encrypted, in this round:
+    their held-out metrics of the model the round started from (version round − 1)
+    and the threat rate of the recent events they scored in this round, which is
+    also ``threat_rate``; both are None in round 1, whose model is untrained.
+    """
 
     round: int
     clients: int
@@ -125,16 +202,25 @@ class RoundResult:
     decryption_seconds: float
     bytes_uploaded: int
     fleet: dict[str, float] | None = None
+    threat_rate: float | None = None
 
 
 @dataclass
 class SimulationResult:
+    """A finished run; ``actions`` lists every fired policy's actions, oldest first.
+
+    ``evaluation`` holds the fleet metrics of the final model, reported in the
+    evaluation round after the last training round.
+    """
+
     settings: dict[str, Any]
     rounds: list[RoundResult]
     centralized: dict[str, Any] | None
     fingerprint: str
     wall_seconds: float
     out_dir: Path
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         rounds = [asdict(r) for r in self.rounds]
@@ -144,7 +230,9 @@ class SimulationResult:
             "wall_seconds": self.wall_seconds,
             "rounds": rounds,
             "final": rounds[-1] if rounds else None,
+            "evaluation": self.evaluation,
             "centralized": self.centralized,
+            "actions": self.actions,
         }
 
 
@@ -238,16 +326,28 @@ class ServerHandle:
         return str(response.json()["token"])
 
 
-def write_server_config(path: Path, document: dict[str, dict[str, Any]]) -> None:
-    """Write a TOML configuration (tables of strings, numbers and booleans)."""
+def write_server_config(path: Path, document: dict[str, Any]) -> None:
+    """Write a TOML configuration.
+
+    Each top-level table becomes a ``[section]`` and each list of tables an array
+    of tables (``[[policies]]``); nested tables are written inline. Values are
+    strings, numbers, booleans and lists or tables of them.
+    """
     lines = []
     for section, values in document.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
+        tables = values if isinstance(values, list) else [values]
+        header = f"[[{section}]]" if isinstance(values, list) else f"[{section}]"
+        for table in tables:
+            lines.append(header)
+            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()]
+            lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
+
+
+def _toml_key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+    return key if bare else json.dumps(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -255,6 +355,13 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(
+            f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()
+        )
+        return "{ " + items + " }"
     return json.dumps(str(value))
 
 
@@ -334,6 +441,9 @@ def agent_command(
         args += [settings.train_file, "--partition", settings.partition]
     else:
         args += ["--rows", str(settings.rows_per_cloud)]
+    for burst in settings.attack_bursts:
+        if burst.agent == index:
+            args += ["--attack-burst", burst.client_option()]
     return fedguard_command(*args)
 
 
@@ -461,7 +571,7 @@ def prepare_out_dir(out_dir: Path) -> None:
 
 def server_document(
     settings: SimulationSettings, state_dir: Path, certs: Any | None
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, Any]:
     """The TOML document of the simulated orchestrator."""
     server: dict[str, Any] = {
         "host": "127.0.0.1",
@@ -470,7 +580,7 @@ def server_document(
     }
     if settings.database_url:
         server["database_url"] = settings.database_url
-    document: dict[str, dict[str, Any]] = {
+    document: dict[str, Any] = {
         "server": server,
         "federation": {
             "name": f"simulated-{settings.dataset}",
@@ -490,7 +600,10 @@ def server_document(
             "ca_file": str(certs.ca_cert),
         }
     for section, values in settings.extra_config.items():
-        document.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            document.setdefault(section, {}).update(values)
+        else:
+            document[section] = values
     return document
 
 
@@ -552,7 +665,11 @@ def run_simulation(
     with running_federation(settings) as (server, agents):
         report("waiting for round 1", 0, settings.rounds)
         rounds, federation = _follow(server, agents, settings, evaluator, report)
+        # Agents apply the last round's directives before they exit.
         wait_for_agents(agents)
+        report("reading the response audit log", settings.rounds, settings.rounds)
+        actions = collect_actions(server)
+        evaluation = _evaluation_round(server)
 
     report("training the centralised baseline", settings.rounds, settings.rounds)
     centralized = centralized_baseline(settings, federation, test)
@@ -563,6 +680,8 @@ def run_simulation(
         fingerprint=str(federation["fingerprint"]),
         wall_seconds=time.monotonic() - started,
         out_dir=settings.out_dir,
+        actions=actions,
+        evaluation=evaluation,
     )
     write_outputs(result)
     return result
@@ -649,20 +768,128 @@ def _round_result(status: dict[str, Any], metrics: dict[str, Any]) -> RoundResul
 def _attach_fleet_metrics(
     results: dict[int, RoundResult], statuses: list[dict[str, Any]]
 ) -> None:
-    """Agents report on model version v in the round after; file it under round v."""
+    """File what the agents reported in round r under round r.
+
+    That is the round whose recent events were scored, and the round the response
+    engine names when a policy fires on them.
+    """
     for status in statuses:
         fleet = status.get("fleet_metrics")
-        version = status["model_version"]
-        if fleet and version in results:
-            results[version].fleet = fleet["metrics"]
+        number = status["round"]
+        if fleet and number in results:
+            results[number].fleet = fleet["metrics"]
+            results[number].threat_rate = fleet["metrics"].get("threat_rate")
+
+
+def _evaluation_round(server: ServerHandle) -> dict[str, Any] | None:
+    """The evaluation round: the fleet metrics of the final model."""
+    with server.http() as http:
+        statuses = http.get("/rounds").raise_for_status().json()["rounds"]
+    for status in statuses:
+        fleet = status.get("fleet_metrics")
+        if status["kind"] == "evaluation" and fleet:
+            return {
+                "round": status["round"],
+                "model_version": status["model_version"],
+                "fleet": fleet["metrics"],
+                "threat_rate": fleet["metrics"].get("threat_rate"),
+            }
+    return None
+
+
+def collect_actions(server: ServerHandle) -> list[dict[str, Any]]:
+    """Every action of every fired policy, oldest first, once none is pending.
+
+    Each entry names the round, the policy and its evidence, the action and its
+    outcome with details: the log line, the webhook's status and attempts, the
+    blocklist entry as written, or the agents' acknowledgements of a directive.
+    """
+    listing = _settled_listing(server)
+    entries = _blocklist_entries(server.state_dir)
+    acks = {d["action_id"]: d["acks"] for d in listing["directives"]}
+
+    rows = []
+    for decision in reversed(listing["decisions"]):
+        for action in decision["actions"]:
+            row = _action_row(decision, action)
+            if action["action_id"] in entries:
+                row["blocklist_entry"] = entries[action["action_id"]]
+            if action["action_id"] in acks:
+                row["acks"] = acks[action["action_id"]]
+            rows.append(row)
+    return rows
+
+
+def _settled_listing(server: ServerHandle) -> dict[str, Any]:
+    """``GET /admin/actions``, waiting (bounded) for pending actions to finish."""
+    end = time.monotonic() + _ACTIONS_SETTLE_SECONDS
+    params = {"limit": _MAX_LISTED_DECISIONS}
+    with server.http() as http:
+        while True:
+            listing: dict[str, Any] = (
+                http.get("/admin/actions", params=params).raise_for_status().json()
+            )
+            pending = [
+                action
+                for decision in listing["decisions"]
+                for action in decision["actions"]
+                if action["status"] == "pending"
+            ]
+            if not pending or time.monotonic() > end:
+                return listing
+            time.sleep(_POLL_SECONDS)
+
+
+def _blocklist_entries(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """The default blocklist file's entries by action id (truncated lines skipped)."""
+    from fedguard.response.actions import DEFAULT_BLOCKLIST
+
+    try:
+        lines = (state_dir / DEFAULT_BLOCKLIST).read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    entries = {}
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        entries[str(entry.get("action_id"))] = entry
+    return entries
+
+
+def _action_row(decision: dict[str, Any], action: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "round": decision["round"],
+        "model_version": decision["model_version"],
+        "policy": decision["policy"],
+        "severity": decision["severity"],
+        "metric": decision["metric"],
+        "value": decision["value"],
+        "comparison": decision["comparison"],
+        "threshold": decision["limit"],
+        "baseline": decision["baseline"],
+        "compared": decision["compared"],
+        "dry_run": decision["dry_run"],
+        "action": action["action"],
+        "type": action["type"],
+        "outcome": action["status"],
+        "attempts": action["attempts"],
+        "http_status": action["http_status"],
+        "detail": action["detail"],
+    }
 
 
 def _describe(settings: SimulationSettings) -> dict[str, Any]:
     described = asdict(settings)
     described["data_dir"] = str(settings.data_dir) if settings.data_dir else None
     described["out_dir"] = str(settings.out_dir)
+    described["key_file"] = str(settings.key_file) if settings.key_file else None
     described.pop("database_url", None)
     described.pop("extra_config", None)
+    described["attack_bursts"] = [
+        f"{b.agent}:{b.client_option()}" for b in settings.attack_bursts
+    ]
     return described
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -50,9 +50,19 @@ def simulate(
         str | None,
         typer.Option("--database-url", help="Server database (default: SQLite)."),
     ] = None,
+    attack_burst: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attack-burst",
+            help="AGENT:ROUND or AGENT:ROUND:COUNT: agent AGENT (0-based) adds "
+            "COUNT attack events (default: 3 times its events of that round) to "
+            "the events it scores in ROUND, so that a threat-rate policy fires. "
+            "Repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run a whole federation locally and write metrics.json and report.html."""
-    from fedguard.simulate import SimulationSettings
+    from fedguard.simulate import AgentBurst, SimulationSettings
 
     settings = SimulationSettings(
         dataset=dataset,
@@ -67,9 +77,15 @@ def simulate(
         min_clients=min_clients,
         rows_per_cloud=rows,
         database_url=database_url,
+        attack_bursts=tuple(AgentBurst.parse(text) for text in attack_burst or ()),
     )
     result = _with_progress(settings)
     _print_rounds(result)
+    _print_actions(result)
+    _console().print(
+        f"wrote {result.out_dir / 'metrics.json'} and {result.out_dir / 'report.html'} "
+        f"({result.wall_seconds:.1f} s)"
+    )
 
 
 def _with_progress(settings: SimulationSettings) -> SimulationResult:
@@ -94,15 +110,15 @@ def _with_progress(settings: SimulationSettings) -> SimulationResult:
 
 
 def _print_rounds(result: SimulationResult) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     mode = "plaintext" if result.settings["plaintext"] else "encrypted"
     table = Table(title=f"fedguard simulate: {result.settings['dataset']}, {mode}")
     for header in ("round", "clients", "accuracy", "precision", "recall", "F1"):
         table.add_column(header, justify="right")
-    for header in ("ROC-AUC", "FPR", "round s", "train s", "encrypt s", "bytes"):
+    for header in ("ROC-AUC", "FPR", "threat", "round s", "train s", "encrypt s"):
         table.add_column(header, justify="right")
+    table.add_column("bytes", justify="right")
     for entry in result.rounds:
         table.add_row(
             str(entry.round),
@@ -113,13 +129,13 @@ def _print_rounds(result: SimulationResult) -> None:
             f"{entry.f1:.4f}",
             "-" if entry.roc_auc is None else f"{entry.roc_auc:.4f}",
             f"{entry.fpr:.4f}",
+            "-" if entry.threat_rate is None else f"{entry.threat_rate:.4f}",
             f"{entry.round_seconds:.2f}",
             f"{entry.training_seconds:.3f}",
             f"{entry.encryption_seconds:.3f}",
             f"{entry.bytes_uploaded:,}",
         )
-    # Wide enough for every column even when the output is not a terminal.
-    console = Console(width=None if Console().is_terminal else 140)
+    console = _console()
     console.print(table)
     if result.centralized is not None:
         console.print(
@@ -128,7 +144,42 @@ def _print_rounds(result: SimulationResult) -> None:
             f"{result.centralized['f1']:.4f}, accuracy "
             f"{result.centralized['accuracy']:.4f}"
         )
-    console.print(
-        f"wrote {result.out_dir / 'metrics.json'} and {result.out_dir / 'report.html'} "
-        f"({result.wall_seconds:.1f} s)"
-    )
+
+
+def _print_actions(result: SimulationResult) -> None:
+    """The policies that fired and what their actions did."""
+    from rich.table import Table
+
+    console = _console()
+    if not result.actions:
+        console.print("no policy fired")
+        return
+    table = Table(title="policies fired and their actions")
+    for header in ("round", "policy", "evidence", "action", "outcome"):
+        table.add_column(header)
+    for entry in result.actions:
+        evidence = (
+            f"{entry['metric']} {entry['value']:.4f} {entry['comparison']} "
+            f"{entry['threshold']:g}"
+        )
+        if entry["baseline"] is not None:
+            evidence = (
+                f"{entry['metric']} {entry['value']:.4f}: change "
+                f"{entry['compared']:+.4f} {entry['comparison']} "
+                f"{entry['threshold']:+g}"
+            )
+        table.add_row(
+            str(entry["round"]),
+            entry["policy"],
+            evidence,
+            f"{entry['action']} ({entry['type']})",
+            entry["outcome"],
+        )
+    console.print(table)
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    # Wide enough for every column even when the output is not a terminal.
+    return Console(width=None if Console().is_terminal else 140)
