@@ -5,11 +5,13 @@ The federation tests upload real encrypted frames and then read the server's own
 database: every refusal (no credential, a wrong one, another client's id, a revoked
 credential, an oversized body, a client that does not trust the CA, a frame replayed
 from an earlier round, other bytes for a round already delivered, a request over
-the ``[auth]`` budget) must leave nothing stored.
+the ``[auth]`` budget) must leave nothing stored. ``fedguard simulate`` must run
+over TLS with enrolled credentials and write each secret only to its own 0600 file.
 """
 
 import datetime
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -545,3 +547,43 @@ def test_auth_budgets_from_the_config_file(tmp_path: Path) -> None:
     assert failures == [401, 401, 429]
     assert int(slowed.headers["retry-after"]) >= 1
     assert stored == []
+
+
+# --- fedguard simulate: TLS and credentials, no secret in its outputs ---------------
+
+ENROLLMENT_TOKEN_SHAPE = re.compile(rb"[0-9a-f]{16}\.[A-Za-z0-9_-]{43}")
+
+
+def test_simulate_runs_over_tls_and_writes_secrets_only_to_their_files(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [*FEDGUARD, "simulate", "--clients", "2", "--rounds", "1", "--rows", "600",
+         "--out", str(out)],
+        capture_output=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    endpoint = json.loads((out / "server" / "endpoint.json").read_text())
+    assert endpoint["url"].startswith("https://127.0.0.1:")
+    admin_token = (out / "server" / "admin-token").read_text().strip()
+    secret_files = {out / "server" / "admin-token": admin_token}
+    for path in sorted((out / "agents").glob("*/credential.json")):
+        secret_files[path] = json.loads(path.read_text())["secret"]
+    assert len(secret_files) == 3
+    for path in secret_files:
+        assert path.stat().st_mode & 0o777 == 0o600
+
+    # Everything else the run wrote, the database and its output included.
+    written = {
+        str(path): path.read_bytes()
+        for path in out.rglob("*")
+        if path.is_file() and path not in secret_files
+    }
+    written.update(stdout=result.stdout, stderr=result.stderr)
+    for secret in secret_files.values():
+        assert [name for name, text in written.items() if secret.encode() in text] == []
+    for text in written.values():
+        assert ENROLLMENT_TOKEN_SHAPE.search(text) is None
+        assert b"Bearer" not in text
