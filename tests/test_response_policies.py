@@ -1,6 +1,9 @@
 """Reading policies and actions from the TOML configuration."""
 
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -268,3 +271,58 @@ def test_the_secret_value_is_not_in_config_errors() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_response_config({"actions": {"x": table}})
     assert "tiny-secret" not in str(caught.value)
+
+
+BAD_POLICIES = [
+    (
+        'metric = "threat"\nthreshold = 0.5\ncomparison = ">"',
+        "error: policy 'p1': field 'metric' must be one of ['accuracy', ",
+    ),
+    (
+        'metric = "threat_rate"\nthreshold = 0.5\ncomparison = ">"\n'
+        'actions = ["pager"]',
+        "error: policy 'p1': field 'actions' names unknown action 'pager'; "
+        "defined actions: ['blocklist', 'log']",
+    ),
+    (
+        'metric = "threat_rate"\nthresold = 0.5\ncomparison = ">"',
+        "error: policy 'p1': unknown field 'thresold'; accepted fields: [",
+    ),
+    (
+        'metric = "threat_rate"\nrise = 0.1\nwindow = 1\nwarmup_rounds = -2',
+        "error: policy 'p1': field 'warmup_rounds' must be an integer in "
+        "[0, 100000]; got -2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "message"), BAD_POLICIES)
+def test_the_server_refuses_to_start_with_a_bad_policy(
+    tmp_path: Path, fields: str, message: str
+) -> None:
+    state_dir = tmp_path / "state"
+    config = tmp_path / "bad.toml"
+    config.write_text(
+        f'[server]\nport = 0\nstate_dir = "{state_dir}"\n\n'
+        f'[[policies]]\nname = "p1"\n{fields}\n'
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "fedguard", "server", "--config", str(config),
+         "--insecure-http"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )  # fmt: skip
+
+    assert completed.returncode == 2
+    # One line naming the policy and the field, after the plain-HTTP warning.
+    errors = [
+        line for line in completed.stderr.splitlines() if line.startswith("error:")
+    ]
+    assert len(errors) == 1 and errors[0].startswith(message)
+    assert "Traceback" not in completed.stderr
+    # Stopped before it generated a key or created a database.
+    assert not (state_dir / "private-key.json").exists()
+    assert not (state_dir / "fedguard.db").exists()

@@ -30,6 +30,7 @@ from fedguard.crypto.keys import (
 )
 from fedguard.errors import ConfigError, NotFoundError
 from fedguard.response.audit import Directive, DirectiveAck
+from fedguard.response.policies import parse_response_config
 from fedguard.response.service import ResponseService
 from fedguard.security.credentials import CredentialStore, ensure_admin_token
 from fedguard.security.limits import DEFAULT_MAX_BODY_BYTES
@@ -115,6 +116,10 @@ class Orchestrator:
         state_dir.chmod(0o700)
 
         self.federation = Federation.from_config(config)
+        # A mistyped policy stops the server before it creates a key or a database.
+        response_config = parse_response_config(
+            self._response_config(), layout=self.federation.layout
+        )
         self.private_key: PrivateKey | None = None
         if not config.federation.plaintext:
             self.private_key = load_or_create_key(state_dir, config.federation.key_bits)
@@ -129,10 +134,7 @@ class Orchestrator:
         self._ensure_initial_model()
 
         self.response = ResponseService.start(
-            self._response_config(),
-            db_engine=self.engine,
-            state_dir=state_dir,
-            layout=self.federation.layout,
+            response_config, db_engine=self.engine, state_dir=state_dir
         )
         self.aggregator = self._aggregator()
         self.driver = RoundDriver(
