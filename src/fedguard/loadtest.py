@@ -15,7 +15,9 @@ the accepted frames should produce. ``benchmarks/bench_load.py`` prints it;
 ``tests/test_security_load.py`` asserts on it.
 
 Every wait is bounded in time, every loop in count, and the number of agents is
-bounded by :data:`MAX_AGENTS`.
+bounded by :data:`MAX_AGENTS`. A run recreates ``server/`` and ``certs/`` under
+its ``out_dir`` and writes ``server.toml`` and ``server.log`` there; nothing else
+in that directory is touched.
 """
 
 from __future__ import annotations
