@@ -15,16 +15,23 @@ from typing import Any
 import httpx
 import pytest
 
+from fedguard.client.data import load_local_data
 from fedguard.crypto.keys import PrivateKey, save_private_key
+from fedguard.data.schema import FeatureSchema
+from fedguard.learning.model import ModelSpec, predict_proba
+from fedguard.response.fleet import MetricsLayout, local_counts
 from fedguard.response.webhook import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     verify_signature,
 )
+from fedguard.server.wire import decode_model
 from fedguard.simulate import (
+    AgentBurst,
     ServerHandle,
     SimulationSettings,
+    agent_source,
     run_simulation,
     running_federation,
     wait_for_agents,
@@ -177,6 +184,70 @@ def test_a_round_closes_while_a_webhook_is_still_waiting_for_its_receiver(
     assert finished and arrived
     assert held == {"log": "done", "soar": "pending"}
     assert released == "delivered"
+
+
+def test_fleet_counts_are_the_exact_sum_of_the_agents_plaintext_counts(
+    tmp_path: Path, key_file: Path
+) -> None:
+    settings = SimulationSettings(
+        clients=3,
+        rounds=3,
+        rows_per_cloud=1500,
+        out_dir=tmp_path / "run",
+        key_file=key_file,
+        attack_bursts=(AgentBurst(1, 3, 200),),
+    )
+
+    with running_federation(settings) as (server, _agents):
+        assert wait_until_finished(server)
+        with server.http() as http:
+            federation = http.get("/federation").json()
+            statuses = http.get("/rounds").json()["rounds"]
+            models = {
+                version: decode_model(http.get(f"/model/{version}").content)[1]
+                for version in range(settings.rounds + 1)
+            }
+
+    # Rounds 2, 3 and the evaluation round 4 carry counts; round 3 holds a burst.
+    reported = {s["round"]: s for s in statuses if s["fleet_metrics"]}
+    assert sorted(reported) == [2, 3, 4]
+    for round_id, status in reported.items():
+        model = models[status["model_version"]]
+        expected = plaintext_fleet_counts(settings, federation, round_id, model)
+        assert status["fleet_metrics"]["counts"] == expected, round_id
+    assert reported[3]["fleet_metrics"]["counts"]["scored"] == 3 * 150 + 200
+
+
+def plaintext_fleet_counts(
+    settings: SimulationSettings,
+    federation: dict[str, Any],
+    round_id: int,
+    model: Any,
+) -> dict[str, int]:
+    """What every agent counted in ``round_id``, summed here in plaintext."""
+    schema = FeatureSchema.from_dict(federation["fitted_schema"])
+    spec = ModelSpec(n_features=schema.n_features)
+    layout = MetricsLayout(
+        families=tuple(federation["metrics_layout"]["families"]),
+        count_cap=federation["metrics_layout"]["count_cap"],
+    )
+    total = dict.fromkeys(layout.names, 0)
+    for index in range(settings.clients):
+        local = load_local_data(agent_source(settings, index))
+        events = local.recent_events(round_id)
+        held_out = predict_proba(spec, model, schema.transform(local.holdout))
+        scores = predict_proba(spec, model, schema.transform(events))
+        assert events.families is not None
+        counts = local_counts(
+            layout,
+            y_true=local.holdout.labels,
+            y_pred=(held_out >= 0.5).astype(int),
+            flagged=scores >= 0.5,
+            families=[str(f).lower() for f in events.families],
+        )
+        for name, value in counts.items():
+            total[name] += value
+    return total
 
 
 def wait_until_finished(server: ServerHandle, timeout: float = 300.0) -> bool:

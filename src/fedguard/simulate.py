@@ -541,8 +541,9 @@ def centralized_baseline(
 
 
 def agent_source(settings: SimulationSettings, index: int) -> Any:
-    """The data source agent ``index`` of this simulation reads."""
+    """The data source agent ``index`` of this simulation reads, bursts included."""
     from fedguard.client.data import DataSource, Partition
+    from fedguard.client.events import AttackBurst
 
     return DataSource(
         dataset=settings.dataset,
@@ -553,6 +554,11 @@ def agent_source(settings: SimulationSettings, index: int) -> Any:
         data_file=settings.train_file,
         partition=Partition.parse(settings.partition),
         rows=settings.rows_per_cloud,
+        bursts=tuple(
+            AttackBurst(burst.round, burst.count)
+            for burst in settings.attack_bursts
+            if burst.agent == index
+        ),
     )
 
 
