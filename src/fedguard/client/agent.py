@@ -406,24 +406,8 @@ class Agent:
     ) -> NDArray[np.float64]:
         """The round's counts: held-out confusion counts and recent-event alerts."""
         federation = self._federation()
-        threshold = self.threshold.value
         holdout_scores = predict_proba(federation.spec, global_model, holdout_features)
-
-        events = self.data.recent_events(round_id)
-        features = (
-            holdout_features
-            if events is self.data.holdout
-            else self._fitted_schema().transform(events)
-        )
-        scores = predict_proba(federation.spec, global_model, features)
-        flagged = scores >= threshold
-        self._remember_alerts(events, scores, flagged)
-        logger.info(
-            "round %d: flagged %d of %d recent events",
-            round_id,
-            int(flagged.sum()),
-            len(events),
-        )
+        events, flagged = self._score_events(round_id, global_model, holdout_features)
 
         families = None
         if events.families is not None:
@@ -431,13 +415,38 @@ class Agent:
         counts = local_counts(
             federation.layout,
             y_true=self.data.holdout.labels.astype(np.int64),
-            y_pred=(holdout_scores >= threshold).astype(np.int64),
+            y_pred=(holdout_scores >= self.threshold.value).astype(np.int64),
             flagged=flagged,
             families=families,
         )
         return counts_to_vector(
             counts, federation.layout, federation.packings["metrics"]
         )
+
+    def _score_events(
+        self,
+        round_id: int,
+        global_model: NDArray[np.float64],
+        holdout_features: NDArray[np.float64],
+    ) -> tuple[Dataset, NDArray[np.bool_]]:
+        """The round's recent events and which of them score as alerts."""
+        events = self.data.recent_events(round_id)
+        features = (
+            holdout_features
+            if events is self.data.holdout
+            else self._fitted_schema().transform(events)
+        )
+        scores = predict_proba(self._federation().spec, global_model, features)
+        flagged = scores >= self.threshold.value
+
+        self._remember_alerts(events, scores, flagged)
+        logger.info(
+            "round %d: flagged %d of %d recent events",
+            round_id,
+            int(flagged.sum()),
+            len(events),
+        )
+        return events, flagged
 
     def _send(
         self,
