@@ -11,7 +11,7 @@ from phe import paillier
 
 from fedguard.crypto.encryption import Encryptor, FixedBaseTable, raw_encrypt
 from fedguard.crypto.keys import PrivateKey
-from fedguard.crypto.packing import PackingParams, quantize, unpack_slots
+from fedguard.crypto.packing import PackingParams, pack_slots, quantize, unpack_slots
 from fedguard.crypto.vectors import (
     EncryptedVector,
     EncryptionPool,
@@ -108,11 +108,11 @@ def test_decrypted_sum_is_exactly_the_sum_of_quantized_vectors(
     key = small_private_key.public_key
     params = _small_params(small_private_key)
     rng = np.random.default_rng(seed)
-    vectors = rng.uniform(-1.5, 1.5, (contributors, length))
-    vectors[:, : length // 4] = rng.choice(
-        [-1.0, 0.0, 1.0], (contributors, length // 4)
-    )
+    raw = rng.uniform(-1.5, 1.5, (contributors, length))
+    raw[:, : length // 4] = rng.choice([-1.0, 0.0, 1.0], (contributors, length // 4))
     weights = rng.uniform(0, 1, contributors)
+    # As agents do: clip, then weight.
+    vectors = np.clip(raw, -1, 1) * weights[:, None]
 
     encrypted = [
         encrypt_update(key, params, v, float(w))
@@ -229,3 +229,49 @@ def test_packing_params_must_match_the_key(private_key_2048: PrivateKey) -> None
 def test_empty_sum_is_refused(private_key_2048: PrivateKey) -> None:
     with pytest.raises(InputError, match="at least one"):
         aggregate([], private_key_2048.public_key)
+
+
+def _forged_sum(
+    private_key: PrivateKey, params: PackingParams, plaintexts: list[int], length: int
+) -> EncryptedVector:
+    """What an agent that skips the encoder could upload: any plaintexts at all."""
+    key = private_key.public_key
+    encryptor = Encryptor(key)
+    ciphertexts = tuple(encryptor.encrypt(m) for m in plaintexts)
+    return EncryptedVector(key.fingerprint, length, 1, ciphertexts)
+
+
+def _poisoned_plaintexts(params: PackingParams, case: str) -> list[int]:
+    honest = pack_slots(params, quantize(params, np.zeros(10), 1.0))
+    width = params.slots_per_ciphertext * params.slot_bits
+    slot = 1 << params.slot_bits
+    if case == "too wide":
+        return [honest[0] + (1 << width)]
+    if case == "value slot too large":
+        return [honest[0] + 3 * params.offset]
+    if case == "weight too large":
+        return [honest[0] + (2 << params.scale_bits) * slot**10]
+    # Weight 0 but a value at the clip: pulls the mean beyond any honest update.
+    return [honest[0] - (1 << params.scale_bits) * slot**10 + params.offset]
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("too wide", "wider than the packing"),
+        ("value slot too large", "value 0 exceeds"),
+        ("weight too large", "summed weight exceeds 1"),
+        ("small weight, large values", "averages beyond"),
+    ],
+)
+def test_sums_no_honest_contributions_can_make_are_refused(
+    small_private_key: PrivateKey, case: str, message: str
+) -> None:
+    params = _small_params(small_private_key)
+    plaintexts = _poisoned_plaintexts(params, case)
+    forged = _forged_sum(small_private_key, params, plaintexts, 10)
+
+    with pytest.raises(
+        CryptoError, match=f"not a sum of valid contributions: .*{message}"
+    ):
+        decrypt_aggregate(small_private_key, params, forged, threads=1)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedguard.errors import CapacityError, ConfigError, InputError
+from fedguard.errors import CapacityError, ConfigError, CryptoError, InputError
 
 DEFAULT_CLIP = 1.0
 DEFAULT_SCALE_BITS = 16
@@ -235,7 +235,15 @@ class DecodedSum:
 def decode(
     params: PackingParams, plaintexts: list[int], length: int, contributors: int
 ) -> DecodedSum:
-    """Unpack a decrypted sum of ``contributors`` vectors of ``length`` values."""
+    """Unpack a decrypted sum of ``contributors`` vectors of ``length`` values.
+
+    Refuses, with :class:`CryptoError`, a sum that no ``contributors`` outputs of
+    :func:`encode` can produce: a plaintext wider than the packing, a value slot
+    above ``contributors·2·offset`` or a weight slot above
+    ``contributors·2^scale_bits``. Such a sum means a contribution was not made by
+    this encoder (a bug or a malicious agent); decoding it anyway would carry
+    garbage between slots into the model.
+    """
     check_contributors(params, contributors)
     expected = params.ciphertexts_for(length)
     if len(plaintexts) != expected:
@@ -243,11 +251,62 @@ def decode(
             f"a vector of {length} values needs {expected} plaintexts; "
             f"got {len(plaintexts)}"
         )
+    _check_width(params, plaintexts)
 
     slots = unpack_slots(params, plaintexts, length + 1).astype(np.int64)
+    _check_slot_bounds(params, slots, contributors)
     scale = float(2**params.scale_bits)
     values = (slots[:-1] - contributors * params.offset).astype(np.float64) / scale
     return DecodedSum(values, float(slots[-1]) / scale, contributors)
+
+
+_INVALID_SUM = "the decrypted sum is not a sum of valid contributions"
+
+
+def _check_width(params: PackingParams, plaintexts: list[int]) -> None:
+    width = params.slots_per_ciphertext * params.slot_bits
+    for index, plaintext in enumerate(plaintexts):
+        if not 0 <= plaintext < 1 << width:
+            raise CryptoError(
+                f"{_INVALID_SUM}: plaintext {index} is wider than the packing's "
+                f"{width} bits"
+            )
+
+
+def _check_slot_bounds(
+    params: PackingParams, slots: npt.NDArray[np.int64], contributors: int
+) -> None:
+    largest_value = contributors * 2 * params.offset
+    largest_weight = contributors * 2**params.scale_bits
+    over = np.flatnonzero(slots[:-1] > largest_value)
+    if over.size:
+        raise CryptoError(
+            f"{_INVALID_SUM}: value {int(over[0])} exceeds what {contributors} "
+            "contributions clipped to ±clip can add up to"
+        )
+    if slots[-1] > largest_weight:
+        raise CryptoError(
+            f"{_INVALID_SUM}: the summed weight exceeds {contributors}, one per "
+            "contribution"
+        )
+
+
+def check_weighted_sum(params: PackingParams, decoded: DecodedSum) -> None:
+    """Refuse a sum whose weighted mean lies beyond ``±clip``.
+
+    Honest contributions send ``wᵢ·xᵢ`` with ``|xᵢ| <= clip``, so
+    ``|Σ wᵢ·xᵢ| <= clip·Σ wᵢ`` up to the quantization bound. A contribution with a
+    small weight slot and large values breaks this and would pull the model beyond
+    any honest update.
+    """
+    slack = decoded.contributors * params.error_bound
+    limit = params.clip * (decoded.weight + slack) + slack
+    beyond = np.flatnonzero(np.abs(decoded.values) > limit)
+    if beyond.size:
+        raise CryptoError(
+            f"{_INVALID_SUM}: value {int(beyond[0])} averages beyond ±clip "
+            f"({params.clip}) for the summed weight {decoded.weight:.6g}"
+        )
 
 
 def check_contributors(params: PackingParams, contributors: int) -> None:

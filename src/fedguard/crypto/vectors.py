@@ -29,6 +29,7 @@ from fedguard.crypto.packing import (
     PackingParams,
     as_float_vector,
     check_contributors,
+    check_weighted_sum,
     decode,
     encode,
 )
@@ -289,8 +290,11 @@ def decrypt_aggregate(
 ) -> DecodedSum:
     """Decrypt a sum of contributions and decode it into floats.
 
-    Refuses sums of more contributions than ``params.max_contributors``: beyond it
-    slots could have carried into each other and the result would be wrong.
+    Refuses sums of more contributions than ``params.max_contributors`` (slots could
+    have carried into each other), and, with :class:`CryptoError`, any sum that
+    honest contributions ``wᵢ·xᵢ`` with ``|xᵢ| <= clip`` cannot produce (see
+    :func:`~fedguard.crypto.packing.decode` and
+    :func:`~fedguard.crypto.packing.check_weighted_sum`).
     """
     check_contributors(params, total.contributors)
     if total.fingerprint != private_key.public_key.fingerprint:
@@ -303,6 +307,8 @@ def decrypt_aggregate(
         with ThreadPoolExecutor(threads, initializer=_release_gil_in_this_thread) as ex:
             plaintexts = list(ex.map(private_key.raw_decrypt, total.ciphertexts))
 
-    return decode(
+    decoded = decode(
         params, [int(m) for m in plaintexts], total.length, total.contributors
     )
+    check_weighted_sum(params, decoded)
+    return decoded
