@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedguard.errors import ConfigError
-from fedguard.report import render_report
+from fedguard.errors import ConfigError, InputError
 from fedguard.simulate import AgentBurst, SimulationSettings, run_simulation
 
 pytestmark = pytest.mark.slow
@@ -48,8 +47,12 @@ def test_command_runs_a_federation_and_writes_its_outputs(tmp_path: Path) -> Non
                          "--rows", "1500", "--out", str(out))  # fmt: skip
 
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "centralised baseline" in completed.stdout
     metrics = json.loads((out / "metrics.json").read_text())
+    rows = metrics["centralized"]["rows"]
+    assert (
+        f"centralised baseline on the same {rows:,} training rows the agents hold"
+        in (completed.stdout)
+    )
     assert [entry["round"] for entry in metrics["rounds"]] == [1, 2, 3, 4, 5]
     assert set(metrics["rounds"][0]) >= ROUND_KEYS
     assert metrics["final"] == metrics["rounds"][-1]
@@ -62,24 +65,120 @@ def test_command_runs_a_federation_and_writes_its_outputs(tmp_path: Path) -> Non
     assert metrics["actions"] == []
     assert "no policy fired" in completed.stdout
     report = (out / "report.html").read_text()
-    assert report.count("data:image/png;base64,") == 4
+    assert report.count("data:image/png;base64,") == 6
     assert "No policy fired in this run." in report
+    assert "<h2>Fleet metrics</h2>" in report
     assert (out / "logs" / "server.log").exists()
+
+    # Progress goes to standard error: the rounds bar counts rounds, the steps
+    # before and after it have no count.
+    progress = [line for line in completed.stderr.splitlines() if "━" in line]
+    assert "5/5 rounds" in next(line for line in progress if "round 5" in line)
+    baseline = next(line for line in progress if "centralised baseline" in line)
+    assert "rounds" not in baseline
+    assert "training the centralised baseline" not in completed.stdout
+
+
+class RecordedProgress:
+    """Keeps what a run reports, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+
+    def step(self, description: str) -> None:
+        self.events.append(("step", description))
+
+    def rounds(self, description: str, closed: int, total: int) -> None:
+        self.events.append(("rounds", f"{closed}/{total}"))
 
 
 def test_plaintext_run_uploads_floats_with_the_same_protocol(tmp_path: Path) -> None:
     settings = SimulationSettings(
-        clients=2, rounds=1, rows_per_cloud=1500, plaintext=True, out_dir=tmp_path
+        clients=2, rounds=2, rows_per_cloud=1500, plaintext=True, out_dir=tmp_path
     )
+    progress = RecordedProgress()
 
-    result = run_simulation(settings)
+    result = run_simulation(settings, progress)
 
+    assert progress.events == [
+        ("step", "loading the test set"),
+        ("step", "starting the orchestrator and 2 agents"),
+        ("rounds", "0/2"),
+        ("rounds", "1/2"),
+        ("rounds", "2/2"),
+        ("step", "reading the response audit log"),
+        ("step", "training the centralised baseline"),
+    ]
     assert result.fingerprint == "plaintext"
     assert result.rounds[0].decryption_seconds == 0.0
     # Two plain frames of 8-byte floats: a 28-byte header, the weight, the values.
     length = (result.rounds[0].bytes_uploaded // 2 - 28 - 8) // 8
     assert length > 10
     assert json.loads((tmp_path / "metrics.json").read_text())["settings"]["plaintext"]
+
+
+def test_data_files_are_checked_training_file_first(
+    tmp_path: Path, nsl_kdd_dir: Path
+) -> None:
+    def settings(data_dir: Path) -> SimulationSettings:
+        return SimulationSettings(
+            dataset="nsl-kdd",
+            data_dir=data_dir,
+            train_file="KDDTrain+_20Percent.txt",
+            out_dir=tmp_path / "run",
+        )
+
+    with pytest.raises(InputError, match=r"^--data-dir .*/nowhere does not exist$"):
+        settings(tmp_path / "nowhere").check_data_files()
+    (tmp_path / "file").touch()
+    with pytest.raises(InputError, match=r"^--data-dir .*/file is not a directory$"):
+        settings(tmp_path / "file").check_data_files()
+
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(InputError, match=r"KDDTrain\+_20Percent\.txt .*not found"):
+        settings(data).check_data_files()
+    (data / "KDDTrain+_20Percent.txt").symlink_to(
+        nsl_kdd_dir / "KDDTrain+_20Percent.txt"
+    )
+    with pytest.raises(InputError, match=r"KDDTest\+\.txt .*not found"):
+        settings(data).check_data_files()
+    (data / "KDDTest+.txt").symlink_to(nsl_kdd_dir / "KDDTest+.txt")
+    settings(data).check_data_files()
+
+
+def test_a_missing_data_directory_is_one_line_on_standard_error(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "nowhere"
+
+    completed = fedguard("simulate", "--dataset", "nsl-kdd", "--data-dir",
+                         str(missing), "--out", str(tmp_path / "run"))  # fmt: skip
+
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert completed.stderr.splitlines() == [
+        f"error: --data-dir {missing} does not exist"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_leaves_no_progress_bars_behind(
+    tmp_path: Path, closed_port_url: str
+) -> None:
+    port = closed_port_url.split(":")[2].split("/")[0]
+    database = f"postgresql+psycopg://fedguard@127.0.0.1:{port}/none"
+
+    completed = fedguard("simulate", "--clients", "2", "--rounds", "2",
+                         "--database-url", database,
+                         "--out", str(tmp_path / "run"))  # fmt: skip
+
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    assert "error: the server exited with status" in completed.stderr
+    # No bars and no blank line they would leave before the error.
+    assert "━" not in completed.stderr
+    assert "\n\nerror:" not in completed.stderr
 
 
 def test_settings_are_checked_before_anything_starts(tmp_path: Path) -> None:
@@ -165,54 +264,3 @@ def test_an_attack_burst_fires_the_default_threat_rate_policy_in_its_round(
     assert "<td>4</td>" in section and "<td>3</td>" not in section
     # And on the command's output.
     assert "policies fired and their actions" in completed.stdout
-
-
-def test_report_renders_rounds_and_the_comparison() -> None:
-    rounds = [
-        {key: 0.5 for key in ROUND_KEYS} | {"round": n, "bytes_uploaded": 100}
-        for n in (1, 2)
-    ]
-    metrics = {
-        "settings": {"dataset": "synthetic", "plaintext": False},
-        "rounds": rounds,
-        "final": rounds[-1],
-        "centralized": {"f1": 0.6, "accuracy": 0.7},
-    }
-
-    page = render_report(metrics)
-
-    assert "<h2>Final model against the centralised baseline</h2>" in page
-    assert "-0.1000" in page
-    assert page.count("<img") == 3
-
-
-def test_report_lists_actions_with_their_details_escaped() -> None:
-    fired = {
-        "round": 4,
-        "policy": "threat-rate-rise",
-        "severity": "high",
-        "metric": "threat_rate",
-        "value": 0.7,
-        "comparison": ">=",
-        "threshold": 0.1,
-        "baseline": 0.45,
-        "compared": 0.25,
-        "dry_run": False,
-    }
-    actions = [
-        fired | {"action": "soar", "type": "webhook", "outcome": "failed",
-                 "attempts": 4, "http_status": 500, "detail": "HTTP 500"},
-        fired | {"action": "tighten", "type": "agent", "outcome": "queued",
-                 "attempts": 1, "http_status": None, "detail": "<b>directive</b>",
-                 "acks": [{"client_id": "c-1", "status": "refused",
-                           "detail": "handler 'x' is not enabled"}]},
-    ]  # fmt: skip
-    metrics = {"settings": {}, "rounds": [], "actions": actions}
-
-    page = render_report(metrics)
-
-    assert "threat_rate = 0.7000, +0.2500 over the mean 0.4500" in page
-    assert "&gt;= +0.1000" in page
-    assert "failed, 4 attempt(s), HTTP 500" in page
-    assert "&lt;b&gt;directive&lt;/b&gt;" in page and "<b>directive" not in page
-    assert "c-1: refused (handler &#x27;x&#x27; is not enabled)" in page

@@ -36,16 +36,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import httpx
 import numpy as np
 
-from fedguard.errors import ConfigError, FedguardError
+from fedguard.errors import ConfigError, FedguardError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,25 @@ class SimulationSettings:
     @property
     def required_clients(self) -> int:
         return self.clients if self.min_clients is None else self.min_clients
+
+    def check_data_files(self) -> None:
+        """Refuse a missing data directory or file before anything starts.
+
+        The training file is checked before the test file, as ``fedguard train``
+        does.
+        """
+        if self.dataset != "nsl-kdd":
+            return
+        from fedguard.data.nsl_kdd import find_nsl_kdd_file
+
+        assert self.data_dir is not None
+        if not self.data_dir.is_dir():
+            problem = (
+                "is not a directory" if self.data_dir.exists() else "does not exist"
+            )
+            raise InputError(f"--data-dir {self.data_dir} {problem}")
+        for name in (self.train_file, self.test_file):
+            find_nsl_kdd_file(self.data_dir, name)
 
 
 @dataclass
@@ -565,7 +584,24 @@ def agent_source(settings: SimulationSettings, index: int) -> Any:
 # --- the run -----------------------------------------------------------------------
 
 
-Progress = Callable[[str, int, int], None]
+class Progress(Protocol):
+    """What a run reports while it works; the command draws it as progress bars."""
+
+    def step(self, description: str) -> None:
+        """A step before or after the training rounds, which has no count."""
+
+    def rounds(self, description: str, closed: int, total: int) -> None:
+        """``closed`` of the ``total`` training rounds have closed."""
+
+
+class SilentProgress:
+    """Reports nothing."""
+
+    def step(self, description: str) -> None:
+        pass
+
+    def rounds(self, description: str, closed: int, total: int) -> None:
+        pass
 
 
 def prepare_out_dir(out_dir: Path) -> None:
@@ -663,21 +699,23 @@ def run_simulation(
 ) -> SimulationResult:
     """Run the federation of ``settings`` and return per-round results."""
     started = time.monotonic()
-    report = progress or (lambda _stage, _done, _total: None)
-    report("loading the test set", 0, settings.rounds)
+    progress = progress or SilentProgress()
+    settings.check_data_files()
+    progress.step("loading the test set")
     test = load_test_set(settings)
     evaluator = Evaluator(test)
 
+    progress.step(f"starting the orchestrator and {settings.clients} agents")
     with running_federation(settings) as (server, agents):
-        report("waiting for round 1", 0, settings.rounds)
-        rounds, federation = _follow(server, agents, settings, evaluator, report)
+        progress.rounds("waiting for round 1", 0, settings.rounds)
+        rounds, federation = _follow(server, agents, settings, evaluator, progress)
         # Agents apply the last round's directives before they exit.
         wait_for_agents(agents)
-        report("reading the response audit log", settings.rounds, settings.rounds)
+        progress.step("reading the response audit log")
         actions = collect_actions(server)
         evaluation = _evaluation_round(server)
 
-    report("training the centralised baseline", settings.rounds, settings.rounds)
+    progress.step("training the centralised baseline")
     centralized = centralized_baseline(settings, federation, test)
     result = SimulationResult(
         settings=_describe(settings),
@@ -698,7 +736,7 @@ def _follow(
     agents: list[Process],
     settings: SimulationSettings,
     evaluator: Evaluator,
-    report: Progress,
+    progress: Progress,
 ) -> tuple[list[RoundResult], dict[str, Any]]:
     """Evaluate every training round as it closes, until the federation finishes."""
     from fedguard.server.wire import decode_model
@@ -721,8 +759,8 @@ def _follow(
                     _, params = decode_model(data)
                     metrics = evaluator.evaluate(federation["fitted_schema"], params)
                     results[number] = _round_result(status, metrics)
-                    report(f"round {number}: F1 {metrics['f1']:.4f}", len(results),
-                           settings.rounds)  # fmt: skip
+                    progress.rounds(f"round {number}: F1 {metrics['f1']:.4f}",
+                                    len(results), settings.rounds)  # fmt: skip
             _attach_fleet_metrics(results, statuses)
             if finished:
                 return [results[n] for n in sorted(results)], federation
@@ -806,24 +844,15 @@ def _evaluation_round(server: ServerHandle) -> dict[str, Any] | None:
 def collect_actions(server: ServerHandle) -> list[dict[str, Any]]:
     """Every action of every fired policy, oldest first, once none is pending.
 
-    Each entry names the round, the policy and its evidence, the action and its
-    outcome with details: the log line, the webhook's status and attempts, the
-    blocklist entry as written, or the agents' acknowledgements of a directive.
+    Rows as :func:`fedguard.report.action_rows` builds them, with the entries of
+    the default blocklist file in the server's state directory.
     """
-    listing = _settled_listing(server)
-    entries = _blocklist_entries(server.state_dir)
-    acks = {d["action_id"]: d["acks"] for d in listing["directives"]}
+    from fedguard.report import action_rows, read_blocklist
+    from fedguard.response.actions import DEFAULT_BLOCKLIST
 
-    rows = []
-    for decision in reversed(listing["decisions"]):
-        for action in decision["actions"]:
-            row = _action_row(decision, action)
-            if action["action_id"] in entries:
-                row["blocklist_entry"] = entries[action["action_id"]]
-            if action["action_id"] in acks:
-                row["acks"] = acks[action["action_id"]]
-            rows.append(row)
-    return rows
+    listing = _settled_listing(server)
+    blocklist = read_blocklist(server.state_dir / DEFAULT_BLOCKLIST)
+    return action_rows(listing["decisions"], listing["directives"], blocklist)
 
 
 def _settled_listing(server: ServerHandle) -> dict[str, Any]:
@@ -844,46 +873,6 @@ def _settled_listing(server: ServerHandle) -> dict[str, Any]:
             if not pending or time.monotonic() > end:
                 return listing
             time.sleep(_POLL_SECONDS)
-
-
-def _blocklist_entries(state_dir: Path) -> dict[str, dict[str, Any]]:
-    """The default blocklist file's entries by action id (truncated lines skipped)."""
-    from fedguard.response.actions import DEFAULT_BLOCKLIST
-
-    try:
-        lines = (state_dir / DEFAULT_BLOCKLIST).read_text().splitlines()
-    except FileNotFoundError:
-        return {}
-    entries = {}
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        entries[str(entry.get("action_id"))] = entry
-    return entries
-
-
-def _action_row(decision: dict[str, Any], action: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "round": decision["round"],
-        "model_version": decision["model_version"],
-        "policy": decision["policy"],
-        "severity": decision["severity"],
-        "metric": decision["metric"],
-        "value": decision["value"],
-        "comparison": decision["comparison"],
-        "threshold": decision["limit"],
-        "baseline": decision["baseline"],
-        "compared": decision["compared"],
-        "dry_run": decision["dry_run"],
-        "action": action["action"],
-        "type": action["type"],
-        "outcome": action["status"],
-        "attempts": action["attempts"],
-        "http_status": action["http_status"],
-        "detail": action["detail"],
-    }
 
 
 def _describe(settings: SimulationSettings) -> dict[str, Any]:

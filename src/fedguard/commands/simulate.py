@@ -89,24 +89,71 @@ def simulate(
 
 
 def _with_progress(settings: SimulationSettings) -> SimulationResult:
-    """Run the simulation behind a progress bar of closed rounds."""
+    """Run the simulation behind progress bars on standard error.
+
+    One bar counts the training rounds; the steps before and after them (loading
+    the test set, reading the audit log, training the centralised baseline) get a
+    line each. If the run fails, the bars are erased so that the error is the only
+    thing the command prints.
+    """
+    from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fedguard.simulate import run_simulation
 
+    settings.check_data_files()
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} rounds"),
+        TextColumn("{task.fields[count]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("starting", total=settings.rounds)
+    progress = Progress(*columns, console=Console(stderr=True))
+    bars = _ProgressBars(progress)
+    progress.start()
+    try:
+        result = run_simulation(settings, bars)
+    except BaseException:
+        # Progress.stop would print the bars (and a blank line without a
+        # terminal); stopping the live display as transient erases them.
+        progress.live.transient = True
+        progress.live.stop()
+        raise
+    bars.finish()
+    progress.stop()
+    return result
 
-        def report(stage: str, done: int, total: int) -> None:
-            progress.update(task, description=stage, completed=done, total=total)
 
-        return run_simulation(settings, report)
+class _ProgressBars:
+    """:class:`fedguard.simulate.Progress` drawn with rich: a bar of rounds and
+    one line per step."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.step_task: Any = None
+        self.rounds_task: Any = None
+
+    def step(self, description: str) -> None:
+        self.finish()
+        self.step_task = self.progress.add_task(description, total=None, count="")
+
+    def rounds(self, description: str, closed: int, total: int) -> None:
+        self.finish()
+        if self.rounds_task is None:
+            self.rounds_task = self.progress.add_task(description, count="")
+        self.progress.update(
+            self.rounds_task,
+            description=description,
+            completed=closed,
+            total=total,
+            count=f"{closed}/{total} rounds",
+        )
+
+    def finish(self) -> None:
+        """Mark the current step done."""
+        if self.step_task is not None:
+            self.progress.update(self.step_task, total=1, completed=1)
+            self.step_task = None
 
 
 def _print_rounds(result: SimulationResult) -> None:
@@ -138,44 +185,23 @@ def _print_rounds(result: SimulationResult) -> None:
     console = _console()
     console.print(table)
     if result.centralized is not None:
+        central = result.centralized
         console.print(
-            f"centralised baseline ({result.centralized['epochs']} epochs on "
-            f"{result.centralized['rows']:,} rows): F1 "
-            f"{result.centralized['f1']:.4f}, accuracy "
-            f"{result.centralized['accuracy']:.4f}"
+            f"centralised baseline on the same {central['rows']:,} training rows "
+            f"the agents hold ({central['epochs']} epochs; their held-out rows "
+            f"excluded): F1 {central['f1']:.4f}, accuracy {central['accuracy']:.4f}"
         )
 
 
 def _print_actions(result: SimulationResult) -> None:
     """The policies that fired and what their actions did."""
-    from rich.table import Table
+    from fedguard.report import actions_table
 
     console = _console()
     if not result.actions:
         console.print("no policy fired")
         return
-    table = Table(title="policies fired and their actions")
-    for header in ("round", "policy", "evidence", "action", "outcome"):
-        table.add_column(header)
-    for entry in result.actions:
-        evidence = (
-            f"{entry['metric']} {entry['value']:.4f} {entry['comparison']} "
-            f"{entry['threshold']:g}"
-        )
-        if entry["baseline"] is not None:
-            evidence = (
-                f"{entry['metric']} {entry['value']:.4f}: change "
-                f"{entry['compared']:+.4f} {entry['comparison']} "
-                f"{entry['threshold']:+g}"
-            )
-        table.add_row(
-            str(entry["round"]),
-            entry["policy"],
-            evidence,
-            f"{entry['action']} ({entry['type']})",
-            entry["outcome"],
-        )
-    console.print(table)
+    console.print(actions_table(result.actions))
 
 
 def _console() -> Any:
