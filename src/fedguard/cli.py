@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "actions",
     "score",
     "simulate",
+    "report",
 )
 
 app = typer.Typer(
