@@ -289,7 +289,7 @@ def _comparison(document: Mapping[str, Any]) -> str:
     header = "<tr><th></th><th>federated</th><th>centralised</th><th>difference</th>"
     return (
         "<h2>Final model against the centralised baseline</h2>"
-        + _note(centralized_description(centralized) + ", both on the test set.")
+        + _note(centralized_description(centralized) + "; both on the test set.")
         + f"<table>{header}</tr>{''.join(rows)}</table>"
     )
 
