@@ -175,6 +175,7 @@ def test_fleet_series_ends_with_the_evaluation_round() -> None:
     series = fleet_series(simulation(rounds=2))
 
     assert [(p["round"], p["model_version"]) for p in series] == [(2, 1), (3, 2)]
+    assert [p["kind"] for p in series] == ["training", "evaluation"]
     assert attack_families(series) == ["dos", "u2r"]
 
 

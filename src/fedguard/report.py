@@ -347,7 +347,7 @@ def _format(value: Any, pattern: str) -> str:
 
 
 def fleet_series(document: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``{"round", "model_version", "fleet"}`` of every round with fleet metrics.
+    """``{"round", "kind", "model_version", "fleet"}`` of every round with them.
 
     The evaluation round (the final model's fleet metrics) comes last. The metrics
     a round carries are those of the model the round started from.
@@ -357,6 +357,7 @@ def fleet_series(document: Mapping[str, Any]) -> list[dict[str, Any]]:
         if entry.get("fleet"):
             series[int(entry["round"])] = {
                 "round": int(entry["round"]),
+                "kind": entry.get("kind", "training"),
                 "model_version": entry.get("model_version", int(entry["round"]) - 1),
                 "fleet": entry["fleet"],
             }
@@ -364,6 +365,7 @@ def fleet_series(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     if evaluation and evaluation.get("fleet"):
         series[int(evaluation["round"])] = {
             "round": int(evaluation["round"]),
+            "kind": "evaluation",
             "model_version": evaluation.get("model_version"),
             "fleet": evaluation["fleet"],
         }
@@ -688,8 +690,15 @@ def _legend_outside(axes: Any) -> None:
     )  # fmt: skip
 
 
-def _round_ticks(axes: Any, numbers: Sequence[int]) -> None:
-    axes.set_xticks(list(numbers))
+def _round_ticks(axes: Any, entries: Sequence[Mapping[str, Any]]) -> None:
+    """One tick per round; the setup and evaluation rounds say what they are."""
+    labels = [
+        f"{entry['round']}\n{entry['kind']}"
+        if entry.get("kind") in ("setup", "evaluation")
+        else str(entry["round"])
+        for entry in entries
+    ]
+    axes.set_xticks([entry["round"] for entry in entries], labels)
     axes.set_xlabel("round")
 
 
@@ -707,12 +716,12 @@ def _quality_figure(
         axes[0].axhline(centralized["f1"], color="grey", linestyle="--",
                         label="centralised F1")  # fmt: skip
     axes[0].set(ylabel="score", title="Test-set metrics")
-    _round_ticks(axes[0], numbers)
+    _round_ticks(axes[0], rounds)
     _legend_outside(axes[0])
 
     axes[1].plot(numbers, [entry["fpr"] for entry in rounds], marker="o", color="C3")
     axes[1].set(ylabel="false-positive rate", title="Test-set FPR")
-    _round_ticks(axes[1], numbers)
+    _round_ticks(axes[1], rounds)
     return figure
 
 
@@ -729,7 +738,7 @@ def _fleet_figure(series: Sequence[Mapping[str, Any]]) -> Any:
         ylim=(-0.02, 1.02),
         title="Fleet metrics (agents' held-out rows and recent events, summed)",
     )
-    _round_ticks(axes, [point["round"] for point in series])
+    _round_ticks(axes, series)
     _legend_outside(axes)
     return figure
 
@@ -756,7 +765,7 @@ def _family_figure(series: Sequence[Mapping[str, Any]]) -> Any:
         ylim=(-0.02, 1.02),
         title="Fleet detection by attack family (recent events)",
     )
-    _round_ticks(axes, [point["round"] for point in series])
+    _round_ticks(axes, series)
     _legend_outside(axes)
     return figure
 
@@ -797,7 +806,7 @@ def _threat_figure(
         title="Fleet threat rate of the recent events (from encrypted sums)",
         ylim=(0.0, 1.0),
     )
-    _round_ticks(axes, list(rates))
+    _round_ticks(axes, [point for point in series if point["round"] in rates])
     _legend_outside(axes)
     return figure
 
@@ -820,7 +829,7 @@ def _timing_figure(rounds: Sequence[Mapping[str, Any]]) -> Any:
         ylabel="seconds",
         title="Time per round (agent means; aggregation and decryption: server)",
     )
-    _round_ticks(axes, numbers)
+    _round_ticks(axes, rounds)
     _legend_outside(axes)
     return figure
 
@@ -832,7 +841,7 @@ def _bytes_figure(rounds: Sequence[Mapping[str, Any]]) -> Any:
     uploaded = [int(entry.get("bytes_uploaded") or 0) for entry in rounds]
     axes.bar(numbers, uploaded, color="C2")
     axes.set(ylabel="bytes", title="Bytes uploaded per round")
-    _round_ticks(axes, numbers)
+    _round_ticks(axes, rounds)
     return figure
 
 
