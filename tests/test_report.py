@@ -205,6 +205,13 @@ def test_the_rounds_table_leaves_out_columns_without_values() -> None:
     assert "an orchestrator has no test set" in section(page, "Fleet metrics")
     assert "Detection on the test set" not in page
     assert page.count("<h1>fedguard federation: synthetic, encrypted</h1>") == 1
+    assert "<th>state</th>" not in rounds_html
+
+    # A state column appears once a round did not simply close.
+    orchestrator["rounds"][0]["state"] = "closed"
+    orchestrator["rounds"][1]["state"] = "failed"
+    rounds_html = section(render_report(orchestrator), "Rounds")
+    assert "<th>state</th>" in rounds_html and "<td>failed</td>" in rounds_html
 
 
 def test_the_comparison_says_what_the_baseline_was_trained_on() -> None:

@@ -44,6 +44,7 @@ TIMINGS = (
 TABLE_COLUMNS = (
     ("round", "round", "{}"),
     ("kind", "kind", "{}"),
+    ("state", "state", "{}"),
     ("model_version", "model version", "{}"),
     ("clients", "clients", "{}"),
     ("accuracy", "accuracy", "{:.4f}"),
@@ -321,11 +322,7 @@ def _rounds_note(rounds: Sequence[Mapping[str, Any]]) -> str:
 
 
 def format_rounds_html(rounds: Sequence[Mapping[str, Any]]) -> str:
-    columns = [
-        column
-        for column in TABLE_COLUMNS
-        if any(entry.get(column[0]) is not None for entry in rounds)
-    ]
+    columns = [column for column in TABLE_COLUMNS if _has_values(rounds, column[0])]
     header = "".join(f"<th>{label}</th>" for _, label, _ in columns)
     lines = [f"<tr>{header}</tr>"]
     for entry in rounds:
@@ -335,6 +332,12 @@ def format_rounds_html(rounds: Sequence[Mapping[str, Any]]) -> str:
         )
         lines.append(f"<tr>{cells}</tr>")
     return _scroll(f'<table class="rounds">{"".join(lines)}</table>')
+
+
+def _has_values(rounds: Sequence[Mapping[str, Any]], key: str) -> bool:
+    # A state column is worth showing only when a round did not simply close.
+    ordinary = (None, "closed") if key == "state" else (None,)
+    return any(entry.get(key) not in ordinary for entry in rounds)
 
 
 def _format(value: Any, pattern: str) -> str:

@@ -410,6 +410,7 @@ def start_server(
             if _answers(handle):
                 return handle
         if not process.alive():
+            process.stop()  # closes its log file
             raise SimulationError(
                 f"the server exited with status {process.popen.returncode}:\n"
                 f"{process.tail()}"

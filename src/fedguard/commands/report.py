@@ -450,11 +450,18 @@ def _rounds_table(document: dict[str, Any]) -> Any:
             str(entry["clients"]),
             str(entry["model_version"]),
             *(_number(fleet.get(key), "{:.4f}") for key, _ in _ROUND_COLUMNS),
-            entry["closed_at"] or entry["state"],
+            _closing(entry),
             _number(entry["aggregation_seconds"], "{:.4f}"),
             _number(entry["decryption_seconds"], "{:.4f}"),
         )
     return table
+
+
+def _closing(entry: dict[str, Any]) -> str:
+    """When the round closed, or its state if it did not simply close."""
+    if entry["state"] == "closed":
+        return str(entry["closed_at"])
+    return " ".join(text for text in (entry["state"], entry["closed_at"]) if text)
 
 
 def _number(value: Any, pattern: str) -> str:
