@@ -125,8 +125,10 @@ def _with_progress(settings: SimulationSettings) -> SimulationResult:
 
 
 class _ProgressBars:
-    """:class:`fedguard.simulate.Progress` drawn with rich: a bar of rounds and
-    one line per step."""
+    """A run's progress drawn with rich: a bar of rounds and one line per step.
+
+    Implements :class:`fedguard.simulate.Progress`.
+    """
 
     def __init__(self, progress: Any) -> None:
         self.progress = progress
