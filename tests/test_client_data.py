@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedguard.client.data import DataSource, Partition, load_local_data
-from fedguard.errors import ConfigError
+from fedguard.errors import ConfigError, InputError
 
 NSL_KDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "nsl-kdd"
 
@@ -99,3 +99,58 @@ def test_mapping_with_unknown_keys_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="unknown key 'label'"):
         load_local_data(DataSource("csv", data_file="x.csv", mapping_file=mapping))
+
+
+def write_flows(tmp_path: Path, rows: int, mapping: str) -> tuple[Path, Path]:
+    data = tmp_path / "flows.csv"
+    data.write_text(
+        "bytes,verdict\n"
+        + "".join(f"{i},{'bad' if i % 3 else 'ok'}\n" for i in range(rows))
+    )
+    mapping_file = tmp_path / "mapping.toml"
+    mapping_file.write_text(mapping)
+    return data, mapping_file
+
+
+def test_a_file_without_rows_is_refused_naming_it(tmp_path: Path) -> None:
+    data, mapping = write_flows(
+        tmp_path, 0, 'label_column = "verdict"\nattack_values = ["bad"]\n'
+    )
+
+    with pytest.raises(InputError, match=r"data file .*flows\.csv has no data rows"):
+        load_local_data(DataSource("csv", data_file=str(data), mapping_file=mapping))
+
+
+def test_a_mapping_that_matches_no_row_is_refused(tmp_path: Path) -> None:
+    data, mapping = write_flows(
+        tmp_path, 30, 'label_column = "verdict"\nattack_values = ["Bad"]\n'
+    )
+
+    with pytest.raises(
+        InputError,
+        match=r"flows\.csv: no row's 'verdict' value is one of attack_values "
+        r"\['Bad'\]; the column holds 'bad' \(20\), 'ok' \(10\)",
+    ):
+        load_local_data(DataSource("csv", data_file=str(data), mapping_file=mapping))
+
+
+def test_a_string_where_the_mapping_needs_a_list_is_refused(tmp_path: Path) -> None:
+    data, mapping = write_flows(
+        tmp_path, 30, 'label_column = "verdict"\nattack_values = "bad"\n'
+    )
+
+    with pytest.raises(ConfigError, match="attack_values must be a list"):
+        load_local_data(DataSource("csv", data_file=str(data), mapping_file=mapping))
+
+
+def test_a_holdout_that_leaves_no_training_rows_is_refused(tmp_path: Path) -> None:
+    data, mapping = write_flows(
+        tmp_path, 1, 'label_column = "verdict"\nnormal_values = ["ok"]\n'
+    )
+
+    with pytest.raises(
+        ConfigError, match=r"holdout 0\.9 leaves no training rows of the 1"
+    ):
+        load_local_data(
+            DataSource("csv", data_file=str(data), mapping_file=mapping, holdout=0.9)
+        )

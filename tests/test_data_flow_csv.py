@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedguard.data import CsvMapping, load_flow_csv
+from fedguard.data import CsvMapping, check_labels, load_flow_csv, read_mapping_file
 from fedguard.errors import ConfigError, DataFormatError, InputError
 
 HEADER = "src_port,proto,bytes,duration,note,label"
@@ -206,3 +206,194 @@ def test_label_values_are_compared_exactly(tmp_path: Path) -> None:
     mapping = CsvMapping(label_column="label", attack_values=("scan",))
 
     assert np.array_equal(load_flow_csv(path, mapping).labels, [0, 1])
+
+
+# --- numbers, long cells and quotes --------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["1_000", "١٢", "0x10", "1,5"])
+def test_only_plain_numbers_are_numbers(tmp_path: Path, cell: str) -> None:
+    quoted = f'"{cell}"' if "," in cell else cell
+    path = write(tmp_path, f"x,label\n1,scan\n{quoted},ok\n")
+
+    with pytest.raises(DataFormatError, match=r"line 3, column 1 \(x\): .*got '"):
+        load_flow_csv(path, CsvMapping(label_column="label", attack_values=("scan",)))
+
+
+def test_plain_number_forms_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "x,label\n+.5,scan\n-2.,ok\n1e-3,ok\n 7 ,ok\n3E+2,ok\n")
+
+    dataset = load_flow_csv(
+        path, CsvMapping(label_column="label", attack_values=("scan",))
+    )
+
+    assert dataset.numeric_column("x").tolist() == [0.5, -2.0, 0.001, 7.0, 300.0]
+
+
+def test_a_huge_bad_cell_is_quoted_shortened(tmp_path: Path) -> None:
+    cell = "9" * 5_000_000 + "x"
+    path = write(tmp_path, f"x,label\n{cell},scan\n")
+
+    with pytest.raises(DataFormatError) as caught:
+        load_flow_csv(path, CsvMapping(label_column="label", attack_values=("scan",)))
+
+    message = str(caught.value)
+    assert message.endswith("got '" + "9" * 40 + "'…")
+    assert len(message) < 200
+
+
+def test_an_unclosed_quote_is_reported_where_its_record_starts(
+    tmp_path: Path,
+) -> None:
+    rows = [ROWS[0], '22,"tcp,80,0.01,probe,scan', ROWS[2], ROWS[3]]
+    path = write(tmp_path, "\n".join([HEADER, *rows]) + "\n")
+
+    with pytest.raises(
+        DataFormatError, match=r"unclosed quote starting at or after line 3;"
+    ):
+        load_flow_csv(path, MAPPING)
+
+
+def test_a_field_over_the_csv_limit_is_one_clear_error(tmp_path: Path) -> None:
+    path = write(tmp_path, f'{HEADER}\n443,tcp,1,0.5,"{"n" * 200_000}",benign\n')
+
+    with pytest.raises(
+        DataFormatError, match=r"line 2: a field is longer than the limit of 131,072"
+    ):
+        load_flow_csv(path, MAPPING)
+
+
+# --- mapping files -------------------------------------------------------------------
+
+
+def test_a_mapping_file_is_read(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'label_column = "label"\nattack_values = ["scan", 7]\n'
+        'categorical_columns = ["proto"]\ndrop_columns = ["note"]\n',
+        "map.toml",
+    )
+
+    mapping = read_mapping_file(path)
+
+    assert mapping.attack_values == ("scan", "7")
+    assert mapping.categorical_columns == ("proto",)
+    assert mapping.drop_columns == ("note",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            'label_column = "label"\nattack_values = "attack"\n',
+            r'attack_values must be a list, e\.g\. attack_values = \["attack"\]; '
+            r"got the string 'attack'",
+        ),
+        (
+            'label_column = "label"\nattack_values = ["a"]\n'
+            'categorical_columns = "proto"\n',
+            r"categorical_columns must be a list, .* got the string 'proto'",
+        ),
+        (
+            'label_column = "label"\nnormal_values = [["ok"]]\n',
+            r"normal_values must be a list of strings; got",
+        ),
+        (
+            'label_column = 5\nattack_values = ["a"]\n',
+            r"label_column must be the name of the label column.*; got 5",
+        ),
+        ('label = "x"\n', r"unknown key 'label' in mapping file .*map\.toml"),
+        ("label_column = \n", r"map\.toml is not valid TOML"),
+    ],
+)
+def test_mapping_file_mistakes_name_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text, "map.toml")
+
+    with pytest.raises(ConfigError, match=message):
+        read_mapping_file(path)
+
+
+def test_unreadable_mapping_files_are_one_line_errors(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'label_column = "\xff"\nattack_values = ["a"]\n')
+
+    with pytest.raises(ConfigError, match=r"latin\.toml is not UTF-8 text: .*16"):
+        read_mapping_file(latin)
+    with pytest.raises(ConfigError, match=r"mapping file .*nope\.toml does not"):
+        read_mapping_file(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match=r"cannot read mapping file .*: Is a dir"):
+        read_mapping_file(tmp_path)
+
+
+# --- label checks --------------------------------------------------------------------
+
+
+def test_attack_values_that_match_nothing_are_refused_with_what_is_there(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "\n".join([HEADER, *ROWS]) + "\n")
+    mapping = CsvMapping(
+        label_column="label",
+        attack_values=("Scan", "brute"),
+        categorical_columns=("proto",),
+        drop_columns=("note",),
+    )
+    dataset = load_flow_csv(path, mapping)
+
+    with pytest.raises(InputError) as caught:
+        check_labels(dataset, mapping, "flows.csv")
+
+    assert str(caught.value) == (
+        "flows.csv: no row's 'label' value is one of attack_values ['Scan', "
+        "'brute']; the column holds 'benign' (2), 'bruteforce' (1), 'scan' (1) "
+        "(values are compared exactly, case included)"
+    )
+
+
+def test_normal_values_that_match_nothing_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "\n".join([HEADER, *ROWS]) + "\n")
+    mapping = CsvMapping(
+        label_column="label",
+        normal_values=("normal",),
+        categorical_columns=("proto",),
+        drop_columns=("note",),
+    )
+
+    with pytest.raises(InputError, match=r"no row's 'label' value is one of normal"):
+        check_labels(load_flow_csv(path, mapping), mapping, "flows.csv")
+
+
+def test_one_class_is_refused_only_for_training(tmp_path: Path) -> None:
+    path = write(tmp_path, "x,label\n" + "".join(f"{i},scan\n" for i in range(30)))
+    mapping = CsvMapping(label_column="label", attack_values=("scan",))
+    dataset = load_flow_csv(path, mapping)
+
+    check_labels(dataset, mapping, "flows.csv")
+    with pytest.raises(
+        InputError,
+        match=r"every row's 'label' value is one of attack_values \['scan'\], so "
+        r"there is no normal traffic to learn from; the column holds 'scan' \(30\)",
+    ):
+        check_labels(dataset, mapping, "flows.csv", both_classes=True)
+
+
+def test_the_ten_most_common_label_values_are_listed(tmp_path: Path) -> None:
+    rows = "".join(f"{i},v{i % 12}\n" for i in range(12 * 5 + 3))
+    path = write(tmp_path, "x,label\n" + rows)
+    mapping = CsvMapping(label_column="label", attack_values=("attack",))
+
+    with pytest.raises(InputError) as caught:
+        check_labels(load_flow_csv(path, mapping), mapping, "flows.csv")
+
+    listed = str(caught.value).split("the column holds ")[1]
+    assert listed.startswith("'v0' (6), 'v1' (6), 'v2' (6), 'v10' (5)")
+    assert listed.count("(5)") == 7 and "… 12 distinct values in all" in listed
+
+
+def test_a_header_only_file_has_no_rows_to_label(tmp_path: Path) -> None:
+    dataset = load_flow_csv(write(tmp_path, HEADER + "\n"), MAPPING)
+
+    with pytest.raises(InputError, match=r"flows\.csv has no data rows, only a head"):
+        check_labels(dataset, MAPPING, "flows.csv")

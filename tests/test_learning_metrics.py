@@ -59,9 +59,16 @@ def test_zero_divisions_give_zero() -> None:
     ] * 5
 
 
-def test_roc_auc_with_one_class_is_zero() -> None:
-    assert roc_auc([1, 1, 1], [0.2, 0.5, 0.9]) == 0.0
-    assert roc_auc([0, 0], [0.2, 0.5]) == 0.0
+def test_roc_auc_with_one_class_is_undefined() -> None:
+    assert roc_auc([1, 1, 1], [0.2, 0.5, 0.9]) is None
+    assert roc_auc([0, 0], [0.2, 0.5]) is None
+
+
+def test_one_class_evaluation_keeps_the_other_metrics() -> None:
+    result = evaluate([1, 1, 1, 1], [0.9, 0.8, 0.3, 0.7])
+
+    assert result.roc_auc is None and result.to_dict()["roc_auc"] is None
+    assert (result.recall, result.precision, result.accuracy) == (0.75, 1.0, 0.75)
 
 
 def test_roc_auc_known_values() -> None:

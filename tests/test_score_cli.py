@@ -1,6 +1,7 @@
 """``fedguard score`` on real NSL-KDD events and on a mapped CSV."""
 
 import csv
+import gzip
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from fedguard.commands.score import (
 )
 from fedguard.data import (
     Dataset,
+    FeatureSchema,
     load_nsl_kdd,
     nsl_kdd_schema,
     synthetic_schema,
@@ -213,7 +215,9 @@ def test_csv_errors_name_the_line_and_column(
     lines[3] = lines[3].replace(lines[3].split(",")[1], "lots", 1)
     events.write_text("\n".join(lines) + "\n")
 
-    with pytest.raises(DataFormatError, match=r"line 4, column 'bytes_out'.*'lots'"):
+    with pytest.raises(
+        DataFormatError, match=r"events\.csv, line 4, column \d+ \(bytes_out\).*'lots'"
+    ):
         read_event_csv(events, schema)
     dataset, labels = read_event_csv(events, schema, skip_malformed=True)
     assert (len(dataset), dataset.skipped_rows, labels) == (4, 1, None)
@@ -346,3 +350,71 @@ def test_option_errors_are_one_line(
     assert done.stderr.startswith("error: ")
     assert len(done.stderr.strip().splitlines()) == 1
     assert re.search(message, done.stderr), done.stderr
+
+
+def _bad_model_files(nsl_model: tuple[Path, SavedModel], root: Path) -> list[Path]:
+    document = json.loads(nsl_model[0].read_text())
+    schema_null = root / "schema-null.json"
+    schema_null.write_text(json.dumps({**document, "schema": None}))
+    bad_spec = root / "bad-spec.json"
+    bad_spec.write_text(json.dumps({**document, "spec": {"kind": "mlp"}}))
+    directory = root / "a-directory.json"
+    directory.mkdir()
+    return [schema_null, bad_spec, directory]
+
+
+def test_bad_model_files_are_one_line_errors_naming_the_file(
+    nsl_model: tuple[Path, SavedModel], tmp_path: Path
+) -> None:
+    for path in _bad_model_files(nsl_model, tmp_path):
+        done = _fedguard("score", str(TEST_EVENTS), "--model", str(path))
+
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: ") and str(path) in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def _bad_event_files(root: Path, schema: FeatureSchema) -> dict[str, tuple[Path, str]]:
+    """Event files the CSV reader must refuse, with the message expected."""
+    columns = [*schema.numeric_columns, *schema.categorical_columns]
+    good = ",".join("tcp" if c in schema.categorical_columns else "1" for c in columns)
+    bytes_at = columns.index("bytes_out")
+
+    def row(bytes_out: str) -> str:
+        cells = good.split(",")
+        cells[bytes_at] = bytes_out
+        return ",".join(cells) + "\n"
+
+    header = ",".join(columns) + "\n"
+    big = root / "big-field.csv"
+    big.write_text(header + row(f'"{"1" * 200_000}"'))
+    truncated = root / "events.csv.gz"
+    truncated.write_bytes(gzip.compress((header + row("2") * 500).encode())[:-30])
+    underscore = root / "underscore.csv"
+    underscore.write_text(header + row("2") + row("1_000"))
+    huge_cell = root / "huge-cell.csv"
+    huge_cell.write_text(header + row("7" * 1_000_000 + "z"))
+    column = rf"column {bytes_at + 1} \(bytes_out\)"
+    return {
+        "field limit": (
+            big,
+            r"big-field\.csv, line 2: a field is longer than the limit",
+        ),
+        "truncated gzip": (truncated, r"events\.csv\.gz is not a valid gzip file"),
+        "underscore": (underscore, rf"underscore\.csv, line 3, {column}: .*'1_000'"),
+        "huge cell": (huge_cell, rf"huge-cell\.csv, line 2, {column}: .*'7{{40}}'…$"),
+    }
+
+
+def test_bad_event_files_are_one_line_errors(
+    synthetic_model: tuple[Path, Dataset], tmp_path: Path
+) -> None:
+    schema = load_model_file(synthetic_model[0]).schema
+    for name, (events, message) in _bad_event_files(tmp_path, schema).items():
+        done = _fedguard(
+            "score", str(events), "--model", str(synthetic_model[0]), "--format", "csv"
+        )
+
+        assert done.returncode == 2, (name, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, (name, done.stderr[:500])
+        assert re.search(message, done.stderr.strip()), (name, done.stderr[:500])

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from fedguard.commands.score import load_model_file
 from fedguard.data import Dataset, generate_events
 
 METRIC_KEYS = {"accuracy", "precision", "recall", "f1", "roc_auc", "fpr"}
@@ -162,3 +164,84 @@ def test_missing_data_dir_is_reported(tmp_path: Path) -> None:
 
     assert completed.returncode == 2
     assert "KDDTrain+.txt (or KDDTrain+.txt.gz) not found in" in completed.stderr
+
+
+def test_a_saved_model_scores_like_fedguard_score_expects(tmp_path: Path) -> None:
+    train_path, events = tmp_path / "train.csv", tmp_path / "events.csv"
+    write_csv(generate_events(1_500, seed=5), train_path)
+    test = generate_events(300, seed=6)
+    write_csv(test, events)
+    model = tmp_path / "baseline.json"
+
+    result = run_json(
+        "--csv", str(train_path), "--label-column", "verdict",
+        "--normal-values", "normal", "--categorical", "protocol,service,flag,direction",
+        "--drop", "flow_id", "--save-model", str(model),
+    )  # fmt: skip
+    scored = subprocess.run(
+        [sys.executable, "-m", "fedguard", "score", str(events), "--model", str(model),
+         "--format", "csv", "--all", "-o", str(tmp_path / "alerts.jsonl")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+    assert result["model_file"] == str(model)
+    assert scored.returncode == 0, scored.stderr
+    saved = load_model_file(model)
+    lines = (tmp_path / "alerts.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["score"] for r in records] == [
+        round(float(value), 6) for value in saved.score(test)
+    ]
+    assert saved.schema.is_fitted and saved.spec.n_features == result["features"]
+
+
+def test_attack_values_that_match_no_row_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "flows.csv"
+    write_csv(generate_events(500, seed=3), path)
+
+    completed = fedguard(
+        "--csv", str(path), "--label-column", "verdict", "--attack-values", "DOS,scan",
+        "--categorical", "protocol,service,flag,direction", "--drop", "flow_id",
+    )  # fmt: skip
+
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1
+    assert re.match(
+        r"error: .*flows\.csv: no row's 'verdict' value is one of attack_values "
+        r"\['DOS', 'scan'\]; the column holds 'normal' \(\d+\), ",
+        completed.stderr,
+    ), completed.stderr
+
+
+def test_normal_values_that_match_every_row_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "flows.csv"
+    path.write_text("bytes,verdict\n" + "".join(f"{i},ok\n" for i in range(50)))
+
+    completed = fedguard(
+        "--csv", str(path), "--label-column", "verdict", "--normal-values", "ok"
+    )
+
+    assert completed.returncode == 2
+    assert "so there is no attack to learn from; the column holds 'ok' (50)" in (
+        completed.stderr
+    )
+
+
+def test_one_class_test_rows_report_roc_auc_as_undefined(tmp_path: Path) -> None:
+    train_path, test_path = tmp_path / "train.csv", tmp_path / "test.csv"
+    write_csv(generate_events(1_000, seed=1), train_path)
+    events = generate_events(1_000, seed=2)
+    write_csv(events.subset(events.labels == 0), test_path)
+    args = (
+        "--csv", str(train_path), "--test-csv", str(test_path),
+        "--label-column", "verdict", "--normal-values", "normal",
+        "--categorical", "protocol,service,flag,direction", "--drop", "flow_id",
+    )  # fmt: skip
+
+    result = run_json(*args)
+    table = fedguard(*args)
+
+    assert result["roc_auc"] is None
+    assert result["tp"] + result["fn"] == 0 and 0.0 <= result["fpr"] <= 1.0
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"roc_auc\s*│\s*n/a", table.stdout), table.stdout

@@ -19,7 +19,6 @@ each round (and any attack burst among them) come from :mod:`fedguard.client.eve
 from __future__ import annotations
 
 import logging
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from fedguard.client.events import (
     SyntheticEvents,
 )
 from fedguard.data.dataset import Dataset
-from fedguard.errors import ConfigError
+from fedguard.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +125,12 @@ class LocalData:
 
 
 def load_local_data(source: DataSource) -> LocalData:
-    """Read, partition and split the agent's rows."""
+    """Read, partition and split the agent's rows.
+
+    Refuses data an agent cannot train on (no rows, no training rows left after
+    the hold-out, a CSV mapping that matches no row) with an error naming the
+    file, before the agent contacts anyone.
+    """
     if source.dataset == "nsl-kdd":
         rows = _nsl_kdd_part(source)
     elif source.dataset == "synthetic":
@@ -135,6 +139,11 @@ def load_local_data(source: DataSource) -> LocalData:
         rows = _mapped_csv(source)
 
     local = split_holdout(rows, source.holdout, seed=source.seed + source.index)
+    if len(local.train) == 0:
+        raise ConfigError(
+            f"holdout {source.holdout} leaves no training rows of the {len(rows)} "
+            f"in {rows.name}; lower --holdout or use more data"
+        )
     return replace(local, recent=recent_events(source, local))
 
 
@@ -178,7 +187,14 @@ def _nsl_kdd_part(source: DataSource) -> Dataset:
         seed=source.seed,
         alpha=source.partition.alpha,
     )
-    return parts[source.index]
+    part = parts[source.index]
+    if len(part) == 0:
+        raise InputError(
+            f"part {source.index} of the {source.clients}-way {source.partition} "
+            f"partition of {path} holds no rows; use fewer --clients or another "
+            "--partition"
+        )
+    return part
 
 
 def _synthetic_cloud(source: DataSource) -> Dataset:
@@ -189,28 +205,11 @@ def _synthetic_cloud(source: DataSource) -> Dataset:
 
 
 def _mapped_csv(source: DataSource) -> Dataset:
-    from fedguard.data.flow_csv import CsvMapping, load_flow_csv
+    from fedguard.data.flow_csv import check_labels, load_flow_csv, read_mapping_file
 
     if source.data_file is None or source.mapping_file is None:
         raise ConfigError("--data-file and --mapping are required with --dataset csv")
-    try:
-        with source.mapping_file.open("rb") as stream:
-            table = tomllib.load(stream)
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"mapping file {source.mapping_file}: {error}") from None
-
-    known = {"label_column", "attack_values", "normal_values"}
-    known |= {"categorical_columns", "drop_columns"}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r} in mapping file {source.mapping_file}; "
-            f"accepted: {', '.join(sorted(known))}"
-        )
-    mapping = CsvMapping(
-        label_column=str(table.get("label_column", "")),
-        **{
-            key: tuple(map(str, table.get(key, ()))) for key in known - {"label_column"}
-        },
-    )
-    return load_flow_csv(source.data_file, mapping)
+    mapping = read_mapping_file(source.mapping_file)
+    rows = load_flow_csv(source.data_file, mapping)
+    check_labels(rows, mapping, f"data file {source.data_file}")
+    return rows

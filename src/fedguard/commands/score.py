@@ -37,10 +37,7 @@ like the original; the digest catches a truncated or edited file.
 """
 
 import base64
-import csv
-import gzip
 import hashlib
-import io
 import json
 import math
 import os
@@ -48,13 +45,13 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO
 
 import numpy as np
 import typer
 from numpy.typing import NDArray
 
-from fedguard.errors import ConfigError, DataFormatError, InputError
+from fedguard.errors import ConfigError, DataFormatError, FedguardError, InputError
 
 if TYPE_CHECKING:
     from fedguard.data import Dataset, FeatureSchema
@@ -121,6 +118,8 @@ def load_model_file(path: Path) -> SavedModel:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"model file {path} does not exist") from None
+    except OSError as error:
+        raise InputError(f"cannot read model file {path}: {error.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"model file {path} is not JSON: {error}") from None
     if not isinstance(document, dict) or (
@@ -138,19 +137,31 @@ def _model_from_document(path: Path, document: dict[str, Any]) -> SavedModel:
     from fedguard.data import FeatureSchema
     from fedguard.learning import ModelSpec
 
+    for key in ("spec", "schema"):
+        if not isinstance(document.get(key), dict):
+            found = json.dumps(document.get(key))
+            raise InputError(
+                f"model file {path} is malformed: {key!r} must be a JSON object; "
+                f"got {found[:40]}{'…' if len(found) > 40 else ''}"
+            )
     try:
         raw = base64.b64decode(document["params"], validate=True)
         digest = str(document["params_sha256"])
         spec = ModelSpec.from_dict(document["spec"])
         schema = FeatureSchema.from_dict(document["schema"])
         version = int(document["model_version"])
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise InputError(f"model file {path} is malformed: {error!r}") from None
+    except FedguardError as error:
+        raise InputError(f"model file {path}: {error}") from None
     if hashlib.sha256(raw).hexdigest() != digest or len(raw) % _FLOAT.itemsize:
         raise InputError(f"model file {path}: parameters do not match params_sha256")
 
     parameters = np.frombuffer(raw, dtype=_FLOAT).astype(np.float64)
-    return SavedModel(spec, schema, parameters, version)
+    try:
+        return SavedModel(spec, schema, parameters, version)
+    except InputError as error:
+        raise InputError(f"model file {path}: {error}") from None
 
 
 def fetch_model(
@@ -452,39 +463,41 @@ def read_event_csv(
 
     Columns are matched by name after ``renames`` (file name -> schema name); other
     columns are ignored. Returns the events and, with ``label_column``, its values.
+    The file goes through the same reader as the training loaders: plain or gzip,
+    the same errors naming the file, line and column, and no limit on the file's
+    size beyond memory.
     """
-    rows = csv.reader(io.StringIO(_read_text(path)))
-    first = next(rows, None)
-    if not first:
-        raise DataFormatError(f"{path}: the CSV file is empty; it needs a header row")
+    from fedguard.data._tabular import parse_columns, read_text, split_records
+
+    source = str(path)
+    on_error: Literal["raise", "skip"] = "skip" if skip_malformed else "raise"
+    records = split_records(
+        read_text(path),
+        source,
+        expected_columns=None,
+        has_header=True,
+        on_error=on_error,
+    )
     renames = renames or {}
-    header = [renames.get(name.strip(), name.strip()) for name in first]
+    header = [renames.get(name, name) for name in records.header or ()]
     positions = _column_positions(path, header, schema, label_column)
-    label_position = positions.get(label_column) if label_column else None
 
-    numeric: list[list[float]] = []
-    text: list[list[str]] = []
-    labels: list[str] = []
-    skipped = 0
-    for row in rows:
-        if not row:
-            continue
-        try:
-            numbers, categories = _parse_row(
-                path, rows.line_num, row, header, positions, schema
-            )
-        except DataFormatError:
-            if not skip_malformed:
-                raise
-            skipped += 1
-            continue
-        numeric.append(numbers)
-        text.append(categories)
-        if label_position is not None:
-            labels.append(row[label_position].strip())
-
-    dataset = _dataset(path, schema, numeric, text, skipped)
-    return dataset, (labels if label_position is not None else None)
+    text_columns = list(schema.categorical_columns)
+    if label_column is not None:
+        text_columns.append(label_column)
+    parsed = parse_columns(
+        records,
+        numeric=[positions[name] for name in schema.numeric_columns],
+        text=[positions[name] for name in text_columns],
+        names=header,
+        source=source,
+        on_error=on_error,
+    )
+    categorical = parsed.text[: len(schema.categorical_columns)]
+    labels = None
+    if label_column is not None:
+        labels = [str(value) for value in parsed.text[-1]]
+    return _dataset(path, schema, parsed.numeric, categorical, parsed.skipped), labels
 
 
 def _column_positions(
@@ -493,86 +506,49 @@ def _column_positions(
     schema: "FeatureSchema",
     label_column: str | None,
 ) -> dict[str, int]:
+    from fedguard.data._tabular import quote_names
+
     wanted = [*schema.numeric_columns, *schema.categorical_columns]
     if label_column is not None:
         wanted.append(label_column)
     missing = [name for name in wanted if name not in header]
     if missing:
         raise DataFormatError(
-            f"{path}: the header lacks columns {missing} needed by schema "
-            f"{schema.name!r} (rename file columns with --map FILE_NAME=SCHEMA_NAME)"
+            f"{path}: the header lacks columns [{quote_names(missing)}] needed by "
+            f"schema {schema.name!r} (rename file columns with --map "
+            f"FILE_NAME=SCHEMA_NAME); the file has {quote_names(header)}"
+        )
+    twice = sorted({name for name in wanted if header.count(name) > 1})
+    if twice:
+        raise DataFormatError(
+            f"{path}: the header names a column the schema needs more than once: "
+            f"{quote_names(twice)}"
         )
     return {name: header.index(name) for name in wanted}
-
-
-def _parse_row(
-    path: Path,
-    line: int,
-    row: Sequence[str],
-    header: Sequence[str],
-    positions: dict[str, int],
-    schema: "FeatureSchema",
-) -> tuple[list[float], list[str]]:
-    if len(row) != len(header):
-        raise DataFormatError(
-            f"{path} line {line}: expected {len(header)} fields; got {len(row)}"
-        )
-    numbers = [
-        _number(path, line, name, row[positions[name]])
-        for name in schema.numeric_columns
-    ]
-    categories = [row[positions[name]].strip() for name in schema.categorical_columns]
-    return numbers, categories
-
-
-def _number(path: Path, line: int, column: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise DataFormatError(
-            f"{path} line {line}, column {column!r}: expected a finite number; "
-            f"got {text!r}"
-        )
-    return value
 
 
 def _dataset(
     path: Path,
     schema: "FeatureSchema",
-    numeric: list[list[float]],
-    text: list[list[str]],
+    numeric: NDArray[np.float64],
+    categorical: list[NDArray[np.str_]],
     skipped: int,
 ) -> "Dataset":
     from fedguard.data import NORMAL, Dataset
+    from fedguard.data.dataset import string_matrix
 
     rows = len(numeric)
-    numbers = np.array(numeric, dtype=np.float64).reshape(rows, len(schema.numeric))
-    categories = np.array(text, dtype=np.str_).reshape(rows, len(schema.categorical))
     return Dataset(
         numeric_columns=schema.numeric_columns,
-        numeric=numbers,
+        numeric=numeric,
         categorical_columns=schema.categorical_columns,
-        categorical=categories,
+        categorical=string_matrix(categorical, rows),
         # Unlabelled events: the target is unknown and unused when scoring.
         labels=np.zeros(rows, dtype=np.int8),
         attack_types=np.full(rows, NORMAL, dtype=np.str_),
         name=path.name,
         skipped_rows=skipped,
     )
-
-
-def _read_text(path: Path) -> str:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8-sig", newline="") as stream:
-                return stream.read()
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError(f"event file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"event file {path} cannot be read: {error}") from None
 
 
 def _renames(value: str | None) -> dict[str, str]:

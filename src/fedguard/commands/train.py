@@ -4,6 +4,11 @@ Trains the logistic-regression threat model on one dataset (NSL-KDD, the synthet
 events or any labelled flow CSV) and evaluates it on a test set. Numbers are parsed
 here rather than by the option parser so that every bad value gets the same
 one-line error naming the option, what is accepted and what was received.
+
+Training data must hold both classes: a model that never saw an attack (or never
+saw normal traffic) is useless, so such data is refused with the label values it
+holds. ``--save-model FILE`` writes the trained model in the saved-model format of
+``fedguard score --model`` (see :mod:`fedguard.commands.score`).
 """
 
 import logging
@@ -14,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from fedguard.errors import ConfigError
+from fedguard.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from fedguard.data import Dataset, FeatureSchema
@@ -49,6 +54,7 @@ class TrainRequest:
     class_weight: Literal["none", "balanced"]
     seed: int
     on_error: Literal["raise", "skip"]
+    save_model: Path | None = None
 
 
 def register(app: typer.Typer) -> None:
@@ -120,6 +126,14 @@ def train(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object.")
     ] = False,
+    save_model: Annotated[
+        Path | None,
+        typer.Option(
+            "--save-model",
+            metavar="FILE",
+            help="Save the trained model for `fedguard score --model FILE`.",
+        ),
+    ] = None,
 ) -> None:
     """Train the threat model centrally on one dataset and evaluate it."""
     request = TrainRequest(
@@ -142,6 +156,7 @@ def train(
         class_weight="balanced" if class_weight == "balanced" else "none",
         seed=_integer("--seed", seed, 0),
         on_error="skip" if skip_malformed else "raise",
+        save_model=save_model,
     )
     _choice("--class-weight", class_weight, CLASS_WEIGHTS)
     csv_options = {
@@ -169,6 +184,7 @@ def run_training(request: TrainRequest) -> dict[str, Any]:
     )
 
     train_set, test_set, schema = _load(request)
+    _check_classes(train_set, request)
     started = time.perf_counter()
     fitted = schema.fit(train_set)
     features = fitted.transform(train_set)
@@ -187,7 +203,7 @@ def run_training(request: TrainRequest) -> dict[str, Any]:
 
     scores = predict_proba(spec, model.parameters, fitted.transform(test_set))
     metrics = evaluate(test_set.labels, scores)
-    return metrics.to_dict() | {
+    result = metrics.to_dict() | {
         "dataset": schema.name,
         "train_rows": len(train_set),
         "test_rows": len(test_set),
@@ -195,6 +211,29 @@ def run_training(request: TrainRequest) -> dict[str, Any]:
         "skipped_rows": train_set.skipped_rows + test_set.skipped_rows,
         "train_seconds": round(seconds, 3),
     }
+    if request.save_model is not None:
+        from fedguard.commands.score import SavedModel, save_model_file
+
+        save_model_file(request.save_model, SavedModel(spec, fitted, model.parameters))
+        logger.info("saved the model to %s", request.save_model)
+        result["model_file"] = str(request.save_model)
+    return result
+
+
+def _check_classes(train_set: "Dataset", request: TrainRequest) -> None:
+    """Refuse training rows of a single class, which no model can learn from."""
+    if train_set.num_attacks and train_set.num_normal:
+        return
+
+    only = "normal" if train_set.num_normal else "attacks"
+    held_out = ""
+    if request.csv is not None and request.test_csv is None:
+        held_out = f" left after holding out --test-fraction {request.test_fraction}"
+    raise InputError(
+        f"the {len(train_set):,} training rows{held_out} are all {only}; a model "
+        "needs both attacks and normal traffic to learn from (use more data, or "
+        "--test-csv for the test rows)"
+    )
 
 
 def _load(request: TrainRequest) -> tuple["Dataset", "Dataset", "FeatureSchema"]:
@@ -221,7 +260,7 @@ def _load(request: TrainRequest) -> tuple["Dataset", "Dataset", "FeatureSchema"]
 
 
 def _load_csv(request: TrainRequest) -> tuple["Dataset", "Dataset", "FeatureSchema"]:
-    from fedguard.data import CsvMapping, infer_schema, load_flow_csv
+    from fedguard.data import CsvMapping, check_labels, infer_schema, load_flow_csv
 
     assert request.csv is not None  # checked by _check_sources
     if request.label_column is None:
@@ -234,10 +273,13 @@ def _load_csv(request: TrainRequest) -> tuple["Dataset", "Dataset", "FeatureSche
         drop_columns=request.drop,
     )
     data = load_flow_csv(request.csv, mapping, on_error=request.on_error)
+    check_labels(data, mapping, str(request.csv), both_classes=True)
 
     if request.test_csv is not None:
         train_set = data
         test_set = load_flow_csv(request.test_csv, mapping, on_error=request.on_error)
+        if len(test_set) == 0:
+            raise InputError(f"{request.test_csv} has no data rows, only a header")
         if test_set.numeric_columns != train_set.numeric_columns:
             raise ConfigError(
                 f"--test-csv must have the numeric columns of --csv "
@@ -299,10 +341,14 @@ def _print(result: dict[str, Any], *, json_output: bool) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "fpr"):
-        table.add_row(key, f"{result[key]:.4f}")
+        # ROC-AUC is undefined when the test rows hold one class only.
+        value = result[key]
+        table.add_row(key, "n/a" if value is None else f"{value:.4f}")
     for key in ("train_rows", "test_rows", "features", "skipped_rows"):
         table.add_row(key, f"{result[key]:,}")
     table.add_row("train_seconds", f"{result['train_seconds']:.2f}")
+    if "model_file" in result:
+        table.add_row("model saved to", result["model_file"])
     Console().print(table)
 
 

@@ -1,7 +1,12 @@
 """Dataset loaders, the feature schema, the synthetic generator and partitioning."""
 
 from fedguard.data.dataset import NORMAL, UNKNOWN_FAMILY, Dataset, concat_datasets
-from fedguard.data.flow_csv import CsvMapping, load_flow_csv
+from fedguard.data.flow_csv import (
+    CsvMapping,
+    check_labels,
+    load_flow_csv,
+    read_mapping_file,
+)
 from fedguard.data.nsl_kdd import (
     attack_family,
     load_nsl_kdd,
@@ -46,6 +51,7 @@ __all__ = [
     "LocalStatistics",
     "NumericFeature",
     "attack_family",
+    "check_labels",
     "cloud_profiles",
     "concat_datasets",
     "dirichlet_partition",
@@ -61,6 +67,7 @@ __all__ = [
     "load_nsl_kdd_split",
     "nsl_kdd_schema",
     "partition_dataset",
+    "read_mapping_file",
     "sum_statistics",
     "synthetic_schema",
     "synthetic_split",

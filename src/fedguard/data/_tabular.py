@@ -7,12 +7,19 @@ slow per-cell pass, to name the offending line and column.
 
 Line numbers are 1-based and count physical lines of the file, so a record with a
 quoted field spanning several lines is reported at the line where it ends.
+
+Numbers are what a CSV writer produces: an optional sign, digits with an optional
+decimal point and an optional exponent (``12``, ``-0.5``, ``.5``, ``1e-3``). Python's
+``float`` also accepts ``1_000`` and digits of other scripts; such cells are refused
+like any other text, so that a typo never silently becomes a number. Messages quote a
+bad cell shortened to :data:`QUOTED_CELL_CHARS` characters.
 """
 
 import csv
 import gzip
 import io
 import logging
+import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +37,29 @@ OnError = Literal["raise", "skip"]
 ON_ERROR_CHOICES: tuple[str, ...] = ("raise", "skip")
 
 _GZIP_MAGIC = b"\x1f\x8b"
+# Unambiguous, so that a failing match of a long cell backtracks in linear time.
+_NUMBER = re.compile(r"\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\s*")
+
+QUOTED_CELL_CHARS = 40
+"""Characters of a bad cell quoted in an error message (a cell can be megabytes)."""
+
+QUOTED_NAMES = 20
+"""Column names listed in an error message about a header."""
+
+
+def quote_cell(text: str) -> str:
+    """``repr`` of ``text``, shortened to :data:`QUOTED_CELL_CHARS` characters."""
+    if len(text) <= QUOTED_CELL_CHARS:
+        return repr(text)
+    return repr(text[:QUOTED_CELL_CHARS]) + "…"
+
+
+def quote_names(names: Sequence[str]) -> str:
+    """The first :data:`QUOTED_NAMES` names, each shortened, for a message."""
+    shown = [quote_cell(name) for name in names[:QUOTED_NAMES]]
+    if len(names) > QUOTED_NAMES:
+        shown.append(f"… ({len(names)} in all)")
+    return ", ".join(shown)
 
 
 def check_on_error(on_error: str) -> None:
@@ -159,9 +189,11 @@ def _split_with_csv(
     rows: list[list[str]] = []
     lines: list[int] = []
     problems: list[str] = []
+    record_end = 0  # the line where the last complete record ended
 
     try:
         for row in reader:
+            record_end = reader.line_num
             if not row:
                 continue
             if has_header and header is None:
@@ -179,9 +211,7 @@ def _split_with_csv(
             rows.append(row)
             lines.append(reader.line_num)
     except csv.Error as error:
-        raise DataFormatError(
-            f"{source}, line {reader.line_num}: cannot split the record: {error}"
-        ) from error
+        raise _split_error(source, error, reader.line_num, record_end) from None
 
     if has_header and header is None:
         raise DataFormatError(f"{source} is empty; expected a header row")
@@ -195,6 +225,26 @@ def _split_with_csv(
         skipped=len(problems),
         first_problem=problems[0] if problems else None,
     )
+
+
+def _split_error(
+    source: str, error: csv.Error, line: int, record_end: int
+) -> DataFormatError:
+    """A readable message for what the ``csv`` module could not split."""
+    if "unexpected end of data" in str(error):
+        # The reader hit the end of the file inside a quoted field of the record
+        # after the last complete one; a record spans lines only through quoted
+        # fields, so the unclosed quote is on its first line or a later one.
+        return DataFormatError(
+            f"{source}: unclosed quote starting at or after line {record_end + 1}; "
+            "the file ends inside the quoted field"
+        )
+    if "field larger than field limit" in str(error):
+        return DataFormatError(
+            f"{source}, line {line}: a field is longer than the limit of "
+            f"{csv.field_size_limit():,} characters"
+        )
+    return DataFormatError(f"{source}, line {line}: cannot split the record: {error}")
 
 
 def _reject(message: str, on_error: OnError) -> None:
@@ -250,7 +300,7 @@ def parse_columns(
         message = (
             f"{source}, line {records.lines[row]}, column {index + 1} "
             f"({names[index]}): expected a finite number; "
-            f"got {records.columns[index][row]!r}"
+            f"got {quote_cell(records.columns[index][row])}"
         )
         _reject(message, on_error)
         first_problem = first_problem or message
@@ -280,6 +330,11 @@ def _to_floats(
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Convert one column; return the values and a mask of the non-numbers."""
     try:
+        # float() alone would take "1_000" and non-ASCII digits; a column free of
+        # both converts in one pass, any other is checked cell by cell.
+        joined = "".join(column)
+        if "_" in joined or not joined.isascii():
+            raise ValueError("needs the per-cell check")
         values = np.fromiter(map(float, column), dtype=np.float64, count=len(column))
     except ValueError:
         values = np.array([_float_or_nan(cell) for cell in column], dtype=np.float64)
@@ -287,7 +342,7 @@ def _to_floats(
 
 
 def _float_or_nan(cell: str) -> float:
-    try:
-        return float(cell)
-    except ValueError:
+    """The number in ``cell``, or NaN for anything that is not a plain number."""
+    if _NUMBER.fullmatch(cell) is None:
         return float("nan")
+    return float(cell)

@@ -6,7 +6,9 @@ every metric but ROC-AUC follows from the totals. ROC-AUC needs the scores, so i
 computed where the scores are (one party's evaluation, or the centralised baseline).
 
 Any ratio whose denominator is zero is reported as 0.0 (for example precision when
-nothing was flagged, or ROC-AUC when only one class is present), never NaN.
+nothing was flagged), never NaN. ROC-AUC is different: with only one class in the
+evaluation data it is undefined, not merely zero, so it is ``None`` (``null`` in
+JSON, "n/a" in tables) and the other metrics are kept.
 """
 
 from collections.abc import Sequence
@@ -108,8 +110,8 @@ class ConfusionCounts:
         return _ratio(self.fp, self.fp + self.tn)
 
 
-def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
-    """Area under the ROC curve (tied scores count one half); 0.0 with one class.
+def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float | None:
+    """Area under the ROC curve (tied scores count one half); None with one class.
 
     Computed as the Mann-Whitney statistic from average ranks, which equals the
     trapezoidal area under the ROC curve.
@@ -124,7 +126,7 @@ def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
     positives = int(truth.sum())
     negatives = len(truth) - positives
     if positives == 0 or negatives == 0:
-        return 0.0
+        return None  # no pair of an attack and a normal row to rank
 
     _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
     ends = np.cumsum(counts)
