@@ -251,20 +251,20 @@ def test_model_download_is_binary_with_its_version(api: Api) -> None:
     assert missing.json() == {"error": "model version 99 does not exist"}
 
 
-def test_only_health_answers_without_a_credential(api: Api) -> None:
+def test_only_health_and_the_key_answer_without_a_credential(api: Api) -> None:
     member_only = ("/federation", "/model", "/model/0", "/rounds", "/metrics")
     with api.client() as anonymous, api.client(api.admin_token) as operator:
         refused = [anonymous.get(path) for path in member_only]
         allowed = [operator.get(path) for path in member_only]
-        public = anonymous.get("/health")
+        public = [anonymous.get("/health"), anonymous.get("/federation/key")]
 
     assert [r.status_code for r in refused] == [401] * len(member_only)
     assert {r.json()["error"] for r in refused} == {"invalid credentials"}
     assert [r.status_code for r in allowed] == [200] * len(member_only)
-    assert public.status_code == 200
+    assert [r.status_code for r in public] == [200, 200]
 
 
-def test_every_route_but_health_and_enroll_needs_a_credential(api: Api) -> None:
+def test_every_route_but_health_key_and_enroll_needs_a_credential(api: Api) -> None:
     with api.client() as anonymous:
         schema = anonymous.get("/openapi.json").json()
 
@@ -274,7 +274,34 @@ def test_every_route_but_health_and_enroll_needs_a_credential(api: Api) -> None:
         for method, operation in operations.items()
         if not operation.get("security")
     }
-    assert open_routes == {("GET", "/health"), ("POST", "/enroll")}
+    assert open_routes == {
+        ("GET", "/health"),
+        ("GET", "/federation/key"),
+        ("POST", "/enroll"),
+    }
+
+
+def test_the_public_key_route_holds_nothing_derived_from_members(
+    api: Api, three_clients: list[httpx.Client]
+) -> None:
+    for index, http in enumerate(three_clients):
+        assert upload(http, statistics_frame(api, index)).status_code == 200
+    wait_for_round(three_clients[0], 0, "closed")  # the schema is fitted now
+
+    with api.client() as anonymous:
+        published = anonymous.get("/federation/key").json()
+    info = api.orchestrator.federation_info()
+
+    assert info.fitted_schema is not None
+    assert published == {
+        "name": info.name,
+        "dataset": "synthetic",
+        "plaintext": False,
+        "fingerprint": api.private_key.public_key.fingerprint,
+        "public_key": api.private_key.public_key.to_dict(),
+        "numeric_columns": [c["name"] for c in info.feature_schema["numeric"]],
+        "categorical_columns": [c["name"] for c in info.feature_schema["categorical"]],
+    }
 
 
 def test_unknown_round_and_malformed_parameters(

@@ -2,6 +2,7 @@
 
 Routes, in the order an agent uses them::
 
+    GET  /federation/key                   public key and schema columns (anonymous)
     POST /enroll                           enrollment token -> client credential
     GET  /federation                       public key, schema, packing, settings
     GET  /rounds/current                   the round to work on
@@ -16,7 +17,8 @@ Routes, in the order an agent uses them::
 
 Agents authenticate with their credential (``Authorization: Bearer
 <client_id>.<secret>``, see :mod:`fedguard.security`); the operator's routes live
-under ``/admin``. Only ``/health`` and ``/enroll`` answer without a credential.
+under ``/admin``. Only ``/health``, ``/federation/key`` and ``/enroll`` answer
+without a credential.
 Deliberate errors (:class:`~fedguard.errors.FedguardError`) become their
 ``http_status`` with a body ``{"error": "..."}``; anything else becomes a 500 with
 a generic message and is logged with its traceback, never sent to the caller.
@@ -36,6 +38,7 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -105,8 +108,9 @@ def require_member(
 
     Everything the federation produces belongs to its members: the fitted schema
     (fleet feature statistics), the global model, round details (which clients
-    contributed) and fleet metrics. Only ``/health`` and ``/enroll`` (which needs
-    an enrollment token instead) answer without a credential.
+    contributed) and fleet metrics. Only ``/health``, ``/federation/key`` (the
+    public key and the schema's column names) and ``/enroll`` (which needs an
+    enrollment token instead) answer without a credential.
     """
     context = security_context(request)
     presented = credentials.credentials if credentials else ""
@@ -123,6 +127,27 @@ def require_member(
 
 
 MEMBERS_ONLY = [Depends(require_member)]
+
+
+class FederationKey(BaseModel):
+    """What an agent checks before it spends its single-use enrollment token.
+
+    Public on purpose: a public key is public by definition, and an agent must pin
+    it (``--fingerprint``) and check that its data has the schema's columns before
+    it enrolls. Nothing here is derived from members' data or names a member.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    dataset: str
+    plaintext: bool
+    fingerprint: str
+    public_key: dict[str, Any] | None = Field(
+        description="n and hs in hexadecimal; null in a plaintext federation"
+    )
+    numeric_columns: list[str] = Field(description="of the unfitted feature schema")
+    categorical_columns: list[str] = Field(description="of the unfitted feature schema")
 
 
 def _errors(*codes: int, client: bool = False) -> dict[int | str, dict[str, Any]]:
@@ -267,6 +292,21 @@ def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     @app.get("/health", response_model=Health, responses=_errors())
     def health() -> Health:
         return orchestrator.health()
+
+    @app.get("/federation/key", response_model=FederationKey, responses=_errors())
+    def federation_key() -> FederationKey:
+        schema = orchestrator.federation.schema
+        private_key = orchestrator.private_key
+        public_key = None if private_key is None else private_key.public_key
+        return FederationKey(
+            name=orchestrator.config.federation.name,
+            dataset=orchestrator.config.federation.dataset,
+            plaintext=public_key is None,
+            fingerprint=orchestrator.fingerprint,
+            public_key=None if public_key is None else public_key.to_dict(),
+            numeric_columns=list(schema.numeric_columns),
+            categorical_columns=list(schema.categorical_columns),
+        )
 
     @app.get(
         "/federation",
