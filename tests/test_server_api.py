@@ -1,8 +1,11 @@
 """The HTTP API over real loopback HTTP, with a real 2048-bit key and SQLite file."""
 
+import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,3 +388,133 @@ def test_timings_refuse_values_of_the_wrong_type(
     assert accepted.status_code == 200
     assert [response.status_code for response in refused] == [422, 422]
     assert "bytes_uploaded" in refused[0].json()["error"]
+
+
+def poisoned(frame: bytes, width: int) -> bytes:
+    """A frame that passes every upload check but whose ciphertexts are all 2.
+
+    2 is a unit modulo n², so the frame is accepted; it decrypts to a plaintext no
+    honest contribution produces, which only shows once the sum is decrypted.
+    """
+    count = (len(frame) - HEADER_BYTES) // width
+    return frame[:HEADER_BYTES] + (2).to_bytes(width, "big") * count
+
+
+def test_a_poisoned_sum_fails_the_round_and_a_new_attempt_opens(
+    api: Api, three_clients: list[httpx.Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    width = api.private_key.public_key.ciphertext_bytes
+    frames = [statistics_frame(api, 0), statistics_frame(api, 1)]
+    frames.append(poisoned(statistics_frame(api, 2), width))
+
+    with caplog.at_level("INFO", logger="fedguard.server.rounds"):
+        for http, frame in zip(three_clients, frames, strict=True):
+            assert upload(http, frame).status_code == 200
+        failed = wait_for_round(three_clients[0], 0, "failed")
+        attempt = three_clients[0].get("/rounds/current", params={"wait": 9}).json()
+
+    assert "invalid" in failed["failure"] and failed["contributors"] == 3
+    assert (attempt["round"], attempt["kind"], attempt["model_version"]) == (
+        1,
+        "setup",
+        0,
+    )
+    assert attempt["state"] == "open" and attempt["required"] == ["statistics"]
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "malformed or malicious" in errors[0].getMessage()
+    assert api.orchestrator.store.get_fact("fitted_schema") is None
+
+
+def test_concurrent_timing_reports_all_succeed(
+    api: Api, three_clients: list[httpx.Client]
+) -> None:
+    body = {
+        "training_seconds": 1.0,
+        "encryption_seconds": 1.0,
+        "upload_seconds": 1.0,
+        "bytes_uploaded": 1,
+    }
+    start = threading.Barrier(60)
+
+    def report(index: int) -> int:
+        start.wait(30)
+        http = three_clients[index % 3]
+        return http.post("/rounds/0/timings", json=body).status_code
+
+    with ThreadPoolExecutor(60) as pool:
+        statuses = list(pool.map(report, range(60)))
+
+    assert statuses == [200] * 60
+    assert len(api.orchestrator.store.timings(0)) == 3
+
+
+def test_health_answers_while_uploads_wait_for_the_database(
+    api: Api, three_clients: list[httpx.Client]
+) -> None:
+    """More writes than worker threads wait for a lock; /health still answers.
+
+    Another connection holds the SQLite write lock, so every timing report waits
+    for it in a worker thread. The health check must not need one.
+    """
+    body = {
+        "training_seconds": 1.0,
+        "encryption_seconds": 1.0,
+        "upload_seconds": 1.0,
+        "bytes_uploaded": 1,
+    }
+    database = api.orchestrator.config.server.state_dir / "fedguard.db"
+    blocker = sqlite3.connect(database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with ThreadPoolExecutor(50) as pool:
+            reports = [
+                pool.submit(three_clients[i % 3].post, "/rounds/0/timings", json=body)
+                for i in range(50)
+            ]
+            time.sleep(1.0)  # let the reports reach their worker threads
+            with api.client() as http:
+                health = http.get("/health")
+            finished_first = sum(report.done() for report in reports)
+            blocker.execute("ROLLBACK")
+            statuses = [r.result().status_code for r in reports]
+    finally:
+        blocker.close()
+
+    assert health.status_code == 200 and finished_first == 0
+    assert statuses == [200] * 50
+
+
+def test_interactive_docs_are_not_served_but_the_schema_is(api: Api) -> None:
+    with api.client() as http:
+        pages = [http.get(path).status_code for path in ("/docs", "/redoc")]
+        schema = http.get("/openapi.json")
+
+    assert pages == [404, 404]
+    assert schema.status_code == 200 and "paths" in schema.json()
+
+
+def test_a_client_that_disconnects_mid_upload_is_one_info_line(
+    api: Api, three_clients: list[httpx.Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = statistics_frame(api, 1)
+    credential = three_clients[0].headers["Authorization"]
+    host, port = api.url.removeprefix("http://").split(":")
+    request = (
+        f"PUT /rounds/0/frames/statistics HTTP/1.1\r\nHost: {host}\r\n"
+        f"Authorization: {credential}\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {len(frame)}\r\n\r\n"
+    ).encode()
+
+    with caplog.at_level("INFO", logger="fedguard"):
+        with socket.create_connection((host, int(port))) as connection:
+            connection.sendall(request + frame[:100])
+        for _ in range(3000):
+            if "disconnected" in caplog.text:
+                break
+            time.sleep(0.01)
+
+    lines = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert [r.levelname for r in lines] == ["INFO"] and lines[0].exc_info is None
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert three_clients[0].get("/rounds/0").json()["client_ids"] == []

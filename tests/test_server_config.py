@@ -75,7 +75,7 @@ def test_other_fedguard_variables_are_ignored() -> None:
         ),
         (
             "[federation]\nkey_bits = 1024\n",
-            r"federation.key_bits must be one of '2048', '3072'; got 1024",
+            r"federation.key_bits must be one of 2048, 3072, 4096; got 1024",
         ),
         (
             "[federation]\nplaintext = 'maybe'\n",
@@ -170,3 +170,83 @@ def test_csv_federation_needs_a_schema_file(tmp_path: Path) -> None:
         write(tmp_path, '[federation]\ndataset = "csv"\nschema_file = "s.json"\n')
     )
     assert config.federation.schema_file == "s.json"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[federation]\nkey_bits = "2048"\n', r"federation.key_bits .*; got '2048'"),
+        ('[server]\nport = "0"\n', r"server.port must be an integer .*; got '0'"),
+        ('[federation]\nround_deadline = "60"\n', r"federation.round_deadline"),
+        ('[federation]\nplaintext = "true"\n', r"federation.plaintext"),
+        ("[federation]\nname = 5\n", r"federation.name must be a string; got 5"),
+    ],
+)
+def test_toml_values_must_have_the_settings_type(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_environment_variables_and_flags_are_parsed_from_text(tmp_path: Path) -> None:
+    env = {"FEDGUARD_FEDERATION_KEY_BITS": "3072", "FEDGUARD_SERVER_PORT": "0"}
+
+    config = load_config(
+        write(tmp_path, "[federation]\nround_deadline = 60\n"),
+        env=env,
+        overrides={"federation.plaintext": "yes"},
+    )
+
+    assert (config.federation.key_bits, config.server.port) == (3072, 0)
+    assert config.federation.round_deadline == 60.0 and config.federation.plaintext
+
+
+def test_a_bad_value_is_refused_even_when_a_flag_overrides_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"server.port .*from .*fedguard.toml"):
+        load_config(
+            write(tmp_path, '[server]\nport = "0"\n'), overrides={"server.port": 0}
+        )
+
+
+@pytest.mark.parametrize("bits", [2048, 3072, 4096])
+def test_key_bits_accepts_every_size_the_crypto_core_supports(
+    tmp_path: Path, bits: int
+) -> None:
+    config = load_config(write(tmp_path, f"[federation]\nkey_bits = {bits}\n"))
+
+    assert config.federation.key_bits == bits
+
+
+@pytest.mark.parametrize("section", ["packing", "setup"])
+@pytest.mark.parametrize("scale_bits", [0, 41])
+def test_scale_bits_are_those_the_packing_codec_accepts(
+    tmp_path: Path, section: str, scale_bits: int
+) -> None:
+    text = f"[{section}]\nscale_bits = {scale_bits}\n"
+
+    with pytest.raises(
+        ConfigError, match=rf"{section}.scale_bits must be an integer in \[1, 40\]"
+    ):
+        load_config(write(tmp_path, text))
+
+
+def test_max_failed_attempts_defaults_to_3_and_is_bounded(tmp_path: Path) -> None:
+    assert load_config().federation.max_failed_attempts == 3
+    with pytest.raises(ConfigError, match=r"federation.max_failed_attempts .*\[1, "):
+        load_config(write(tmp_path, "[federation]\nmax_failed_attempts = 0\n"))
+
+
+def test_unreadable_configuration_files(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'[federation]\nname = "caf\xe9"\n')
+
+    with pytest.raises(ConfigError, match="is a directory; --config takes a TOML"):
+        load_config(tmp_path)
+    with pytest.raises(ConfigError, match="is not UTF-8 text, as TOML requires"):
+        load_config(latin1)
+
+
+def test_a_toml_error_quotes_the_offending_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"line 3.*: 'port = 2'$"):
+        load_config(write(tmp_path, "[server]\nport = 1\nport = 2\n"))

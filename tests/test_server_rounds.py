@@ -1,12 +1,14 @@
 """The round driver on a real SQLite file, with a clock the tests move by hand."""
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import text
 
 from fedguard.errors import CapacityError, ConflictError, InputError, NotFoundError
 from fedguard.learning.fedavg import fedavg
@@ -360,3 +362,207 @@ def test_federation_finishes_after_the_evaluation_round(setup: Setup) -> None:
 
     assert setup.store.get_fact("finished") is True
     assert setup.store.model_versions() == [0, 1, 2]
+
+
+def weightless_statistics(setup: Setup, round_id: int) -> bytes:
+    """A well-formed frame whose weight is 0: a sum of such frames has no mean."""
+    length = setup.federation.frame_length("statistics")
+    return encode_plain_frame(
+        np.zeros(length), 0.0, kind="statistics", round_id=round_id, model_version=0
+    )
+
+
+def poison_round(setup: Setup, round_id: int) -> None:
+    """Both clients deliver weightless frames to ``round_id``; the round closes."""
+    frame = weightless_statistics(setup, round_id)
+    for client in ("c-a", "c-b"):
+        deliver(setup, client, round_id, "statistics", frame)
+    setup.driver.step()
+
+
+def test_an_invalid_sum_fails_the_round_and_opens_a_new_attempt(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    enroll(setup, "c-a", "c-b")
+    setup.driver.step()
+
+    with caplog.at_level("INFO", logger="fedguard.server.rounds"):
+        poison_round(setup, 0)
+        setup.driver.step()
+
+    failed = setup.store.get_round(0)
+    assert failed is not None and failed.state == "failed"
+    assert failed.contributors == 2
+    reason = setup.store.round_failure(0)
+    assert reason is not None and "malformed or malicious" in reason
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "No individual update was decrypted" in errors[0].getMessage()
+
+    attempt = setup.store.current_round()
+    assert attempt is not None and attempt.round_id == 1
+    assert (attempt.kind, attempt.model_version, attempt.state) == ("setup", 0, "open")
+    assert attempt.deadline_at == setup.clock.now + timedelta(seconds=DEADLINE)
+
+
+def test_honest_contributions_complete_the_federation_after_a_failed_attempt(
+    setup: Setup,
+) -> None:
+    enroll(setup, "c-a", "c-b")
+    setup.driver.step()
+    poison_round(setup, 0)
+    setup.driver.step()  # opens round 1, the second attempt of the setup round
+
+    for seed, client in enumerate(("c-a", "c-b")):
+        frame = encode_plain_frame(
+            0.5 * np.abs(np.random.default_rng(seed).normal(size=24)), 0.5,
+            kind="statistics", round_id=1, model_version=0,
+        )  # fmt: skip
+        deliver(setup, client, 1, "statistics", frame)
+    setup.driver.step()
+    # Training rounds 2 and 3 on model versions 0 and 1, then the evaluation round.
+    for round_id, version in ((2, 0), (3, 1)):
+        setup.driver.step()
+        for seed, client in enumerate(("c-a", "c-b")):
+            deliver(setup, client, round_id, "update",
+                    update_frame(setup, round_id, version, seed))  # fmt: skip
+            if version > 0:
+                deliver(setup, client, round_id, "metrics",
+                        metrics_frame(setup, round_id, version))  # fmt: skip
+        setup.driver.step()
+    setup.driver.step()
+    evaluation = setup.store.current_round()
+    assert evaluation is not None
+    assert (evaluation.round_id, evaluation.kind, evaluation.model_version) == (
+        4, "evaluation", 2,
+    )  # fmt: skip
+    for client in ("c-a", "c-b"):
+        deliver(setup, client, 4, "metrics", metrics_frame(setup, 4, 2))
+    setup.driver.step()
+    setup.driver.step()
+
+    assert setup.store.get_fact("finished") is True
+    assert setup.driver.finished
+    assert setup.store.model_versions() == [0, 1, 2]
+    assert [r.state for r in setup.store.rounds()] == ["failed"] + ["closed"] * 4
+
+
+def test_too_many_failed_attempts_in_a_row_stop_the_federation(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    reasons: list[str] = []
+    setup.driver.on_halt = reasons.append
+    enroll(setup, "c-a", "c-b")
+    setup.driver.step()
+
+    with caplog.at_level("INFO", logger="fedguard.server.rounds"):
+        for round_id in range(3):  # max_failed_attempts is 3 by default
+            poison_round(setup, round_id)
+            setup.driver.step()
+
+    assert [r.state for r in setup.store.rounds()] == ["failed"] * 3
+    assert setup.driver.halted is not None and reasons == [setup.driver.halted]
+    assert "fedguard clients revoke" in reasons[0]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 4 and errors[-1] == reasons[0]
+
+    # The operator restarts the server (after revoking the culprit): a new attempt.
+    driver = setup.restart()
+    driver.step()
+    attempt = setup.store.current_round()
+    assert attempt is not None and (attempt.round_id, attempt.state) == (3, "open")
+    assert attempt.kind == "setup"
+
+
+def test_a_restart_keeps_a_deadline_that_has_not_passed(setup: Setup) -> None:
+    enroll(setup, "c-a", "c-b")
+    setup.driver.step()
+    deliver(setup, "c-a", 0, "statistics", statistics_frame(setup, 1))
+    opened = setup.store.get_round(0)
+    assert opened is not None
+    setup.clock.advance(DEADLINE / 4)  # down for a short while
+
+    setup.restart()
+
+    record = setup.store.get_round(0)
+    assert record is not None and record.deadline_at == opened.deadline_at
+    assert record.deadline_extensions == 0
+
+
+def test_a_deadline_passed_while_down_is_pushed_back_but_not_counted(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    setup.store.ensure_client("c-a", "c-a")
+    setup.store.ensure_client("c-b", "c-b")
+    setup.store.ensure_client("c-c", "c-c")
+    setup.driver.step()
+    deliver(setup, "c-a", 0, "statistics", statistics_frame(setup, 1))
+    deliver(setup, "c-b", 0, "statistics", statistics_frame(setup, 2))
+    setup.clock.advance(DEADLINE - 5)  # within the grace period of a restart
+
+    with caplog.at_level("INFO", logger="fedguard.server.rounds"):
+        setup.restart()
+
+    record = setup.store.get_round(0)
+    assert record is not None and record.state == "open"
+    assert record.deadline_at == setup.clock.now + timedelta(seconds=DEADLINE)
+    assert record.deadline_extensions == 0
+    assert "resuming round 0 (setup) with 2 accepted contributions" in caplog.text
+
+
+def test_resuming_counts_only_complete_contributions(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    enroll(setup, "c-a", "c-b")
+    setup.driver.step()
+    finish_setup_round(setup, "c-a", "c-b")
+    for seed, client in enumerate(("c-a", "c-b")):
+        setup.driver.step()
+        deliver(setup, client, 1, "update", update_frame(setup, 1, 0, seed))
+    setup.driver.step()
+    setup.driver.step()  # opens round 2: update and metrics from each client
+    deliver(setup, "c-a", 2, "update", update_frame(setup, 2, 1, 1))
+    deliver(setup, "c-a", 2, "metrics", metrics_frame(setup, 2, 1))
+    deliver(setup, "c-b", 2, "update", update_frame(setup, 2, 1, 2))
+
+    with caplog.at_level("INFO", logger="fedguard.server.rounds"):
+        setup.restart()
+
+    assert "resuming round 2 (training) with 1 accepted contributions" in caplog.text
+
+
+def test_a_database_error_is_retried_without_a_traceback_per_attempt(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step that fails for a reason other than the frames is retried with pauses.
+
+    The rounds table is renamed away, which makes every step fail as a database
+    that went away would, then renamed back.
+    """
+    engine = setup.store.engine
+    with caplog.at_level("DEBUG", logger="fedguard.server.rounds"):
+        setup.driver.start()
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE fg_rounds RENAME TO fg_rounds_away"))
+        wait_until(lambda: "failed again (2)" in caplog.text)
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE fg_rounds_away RENAME TO fg_rounds"))
+        enroll(setup, "c-a", "c-b")
+        setup.driver.wake()
+        wait_until(lambda: setup.store.current_round() is not None)
+        setup.driver.stop()
+
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert "working again after" in caplog.text
+    retries = [r for r in caplog.records if "failed again" in r.getMessage()]
+    assert retries and all(r.levelname == "DEBUG" for r in retries)
+    assert all(r.exc_info is None for r in retries)
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    for _ in range(3000):
+        if condition():
+            return
+        time.sleep(0.01)
+    raise AssertionError("the condition never held")

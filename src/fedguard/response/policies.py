@@ -34,6 +34,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -319,6 +320,7 @@ def parse_policy(
     """Validate one ``[[policies]]`` table."""
     if not isinstance(entry, Mapping):
         raise ConfigError(f"policies[{index}] must be a table; got {entry!r}")
+    _require(f"policies[{index}]", entry, "name", f"a name matching {_NAME.pattern}")
     name = entry.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise ConfigError(
@@ -327,6 +329,7 @@ def parse_policy(
     where = f"policy {name!r}"
     _refuse_unknown(where, entry, _POLICY_FIELDS)
 
+    _require(where, entry, "metric", f"one of {list(layout.metric_names)}")
     metric = entry.get("metric")
     if metric not in layout.metric_names:
         raise ConfigError(
@@ -356,6 +359,10 @@ def _parse_condition(
     where: str, entry: Mapping[str, Any]
 ) -> tuple[float | None, float | None, int | None, Comparison]:
     has_threshold, has_rise = "threshold" in entry, "rise" in entry
+    if not has_threshold and not has_rise:
+        raise ConfigError(
+            f"{where}: field 'threshold' is required (or 'rise' with 'window')"
+        )
     if has_threshold == has_rise:
         field_name = "rise" if has_rise else "threshold"
         raise ConfigError(
@@ -367,6 +374,7 @@ def _parse_condition(
         if "window" in entry:
             raise ConfigError(f"{where}: field 'window' only applies with 'rise'")
         threshold = _number(where, entry, "threshold", 0.0, 1.0)
+        _require(where, entry, "comparison", f"one of {list(COMPARISONS)}")
         comparison = _choice(where, entry, "comparison", None, COMPARISONS)
         return threshold, None, None, comparison  # type: ignore[return-value]
 
@@ -424,6 +432,7 @@ def parse_action(name: str, table: object, environ: Mapping[str, str]) -> Action
         raise ConfigError(f"{where}: the name must match {_NAME.pattern}")
     if not isinstance(table, Mapping):
         raise ConfigError(f"{where} must be a table; got {table!r}")
+    _require(where, table, "type", f"one of {list(ACTION_TYPES)}")
     kind = table.get("type")
     if kind not in ACTION_TYPES:
         raise ConfigError(
@@ -448,6 +457,7 @@ def parse_action(name: str, table: object, environ: Mapping[str, str]) -> Action
 def _parse_webhook(
     where: str, name: str, table: Mapping[str, Any], environ: Mapping[str, str]
 ) -> WebhookActionConfig:
+    _require(where, table, "url", "an http(s) URL")
     url = table.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
@@ -491,6 +501,7 @@ def _webhook_secret(
 
 
 def _parse_agent(where: str, name: str, table: Mapping[str, Any]) -> AgentActionConfig:
+    _require(where, table, "handler", "the name of a directive handler")
     handler, params = table.get("handler"), table.get("params", {})
     if not isinstance(params, Mapping):
         raise ConfigError(f"{where}: field 'params' must be a table; got {params!r}")
@@ -515,6 +526,49 @@ def _parse_agent(where: str, name: str, table: Mapping[str, Any]) -> AgentAction
     return AgentActionConfig(
         name=name, handler=str(handler), params=checked, target=tuple(target)
     )
+
+
+def check_blocklist_paths(config: ResponseConfig, state_dir: Path) -> None:
+    """Refuse blocklist files the server could not append to, before it starts.
+
+    A relative path is taken from ``state_dir``, which may not exist yet (the server
+    creates it); a missing file is created on the first append, so its nearest
+    existing directory must be writable.
+    """
+    for action in config.actions.values():
+        if not isinstance(action, BlocklistActionConfig) or action.path is None:
+            continue
+        path = Path(action.path)
+        target = path if path.is_absolute() else state_dir / path
+        problem = _unwritable(target)
+        if problem:
+            raise ConfigError(
+                f"action {action.name!r}: field 'path' must name a file the server "
+                f"can append to; {str(target)!r} {problem}"
+            )
+
+
+def _unwritable(target: Path) -> str:
+    """Why ``target`` cannot be appended to, or an empty string."""
+    if target.is_dir():
+        return "is a directory"
+    if target.exists():
+        return "" if os.access(target, os.W_OK) else "is not writable"
+    for ancestor in target.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return f"lies under {str(ancestor)!r}, which is not a directory"
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                return f"cannot be created in {str(ancestor)!r}"
+            return ""
+    return "has no existing parent directory"
+
+
+def _require(where: str, table: Mapping[str, Any], key: str, accepted: str) -> None:
+    if key not in table:
+        raise ConfigError(
+            f"{where}: field {key!r} must be {accepted}; it is required but missing"
+        )
 
 
 def _refuse_unknown(

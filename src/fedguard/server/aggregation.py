@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,9 +26,9 @@ from numpy.typing import NDArray
 
 from fedguard.crypto.frames import FrameKind, frame_bytes, parse_frame
 from fedguard.crypto.keys import PrivateKey
-from fedguard.crypto.packing import PackingParams
+from fedguard.crypto.packing import DecodedSum, PackingParams
 from fedguard.crypto.vectors import EncryptedVector, aggregate, decrypt_aggregate
-from fedguard.errors import CapacityError, FrameError
+from fedguard.errors import CapacityError, CryptoError, FedguardError, FrameError
 from fedguard.server.wire import parse_plain_frame
 
 logger = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class EncryptedAggregator:
             futures[kind] = self._executor.submit(
                 decrypt_aggregate, self.private_key, self.params[kind], summed, 1
             )
-        decoded = {kind: future.result() for kind, future in futures.items()}
+        decoded = {kind: _decoded(kind, future) for kind, future in futures.items()}
         finished = time.perf_counter()
 
         outcomes = {
@@ -225,6 +225,25 @@ class EncryptedAggregator:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def _decoded(kind: str, future: Future[DecodedSum]) -> DecodedSum:
+    """The decoded sum, or a :class:`CryptoError` if it cannot be a valid one.
+
+    Ciphertexts that pass every upload check can still decrypt to plaintexts no
+    honest contributions produce (too wide for the packing, slots out of range); the
+    decoder may then fail with an arithmetic error instead of its own. Either way
+    the round's frames, not the server, are at fault.
+    """
+    try:
+        return future.result()
+    except FedguardError:
+        raise
+    except (ArithmeticError, ValueError) as error:
+        raise CryptoError(
+            f"the decrypted {kind} sum is not a sum of valid contributions "
+            f"({type(error).__name__})"
+        ) from error
 
 
 class PlainAggregator:

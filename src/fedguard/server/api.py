@@ -41,6 +41,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from fedguard import __version__
 from fedguard.errors import (
@@ -206,11 +207,16 @@ def create_app(orchestrator: Orchestrator) -> FastAPI:
         finally:
             await run_in_threadpool(orchestrator.stop)
 
+    # No Swagger UI or ReDoc pages: they load scripts from a CDN, which offline
+    # deployments cannot reach and which should not run next to the admin token.
+    # The schema itself stays at /openapi.json.
     app = FastAPI(
         title="fedguard orchestrator",
         version=__version__,
         summary="Encrypted federated rounds for threat detection",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     _install_error_handlers(app)
     install_security(
@@ -290,7 +296,9 @@ def _validation_message(error: RequestValidationError) -> str:
 
 def _add_routes(app: FastAPI, orchestrator: Orchestrator) -> None:
     @app.get("/health", response_model=Health, responses=_errors())
-    def health() -> Health:
+    async def health() -> Health:
+        # On the event loop and from memory: it answers even while every worker
+        # thread is busy committing uploads.
         return orchestrator.health()
 
     @app.get("/federation/key", response_model=FederationKey, responses=_errors())
@@ -460,13 +468,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(
-                f"frame must be at most {limit} bytes for this round; got more"
-            )
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(
+                    f"frame must be at most {limit} bytes for this round; got more"
+                )
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nothing was stored; the agent retries the whole upload.
+        logger.info(
+            "client disconnected during %s %s after %d bytes; nothing stored",
+            request.method,
+            request.url.path,
+            size,
+        )
+        raise InputError("the client disconnected before the whole frame") from None
     if size == 0:
         raise InputError("the request body is empty; expected a binary frame")
     return b"".join(chunks)

@@ -21,6 +21,7 @@ those layers; this module only checks that they are tables.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,10 @@ DEFAULT_PORT = 8750
 # cloud count fully while one very large cloud cannot outweigh many ordinary ones.
 DEFAULT_MAX_EXAMPLES = 10_000
 
+# The packing codec quantizes with at most 40 fraction bits (slots are assembled in
+# 64-bit integers); at least one is needed for a weight of 1/2 to survive rounding.
+MAX_SCALE_BITS = 40
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -47,12 +52,15 @@ class Setting:
     default: Any
     low: float | None = None
     high: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: tuple[str | int, ...] = ()
     help: str = ""
 
     def describe_range(self) -> str:
         if self.choices:
-            return "one of " + ", ".join(repr(choice) for choice in self.choices)
+            return "one of " + ", ".join(
+                repr(choice) if isinstance(choice, str) else str(choice)
+                for choice in self.choices
+            )
         if self.kind is bool:
             return "true or false"
         if self.kind is str:
@@ -102,17 +110,27 @@ SECTIONS: dict[str, tuple[Setting, ...]] = {
         Setting("round_deadline", float, 300.0, 0.5, 86_400.0, help="seconds"),
         Setting("server_lr", float, 1.0, 1e-6, 100.0, help="global += lr * mean"),
         Setting("max_examples", int, DEFAULT_MAX_EXAMPLES, 1, 1 << 40),
-        Setting("key_bits", int, 2048, choices=("2048", "3072")),
+        Setting("key_bits", int, 2048, choices=(2048, 3072, 4096)),
         Setting("plaintext", bool, False, help="baseline without encryption"),
+        Setting(
+            "max_failed_attempts",
+            int,
+            3,
+            1,
+            100,
+            help="failed attempts of a round in a row before the federation stops",
+        ),
     ),
     "packing": (
         Setting("clip", float, 4.0, 1e-9, 1e12, help="update values clipped to ±clip"),
-        Setting("scale_bits", int, 32, 1, 256, help="fixed-point fraction bits"),
+        Setting(
+            "scale_bits", int, 32, 1, MAX_SCALE_BITS, help="fixed-point fraction bits"
+        ),
         Setting("max_contributors", int, 64, 1, 100_000, help="guard-bit capacity"),
     ),
     "setup": (
         Setting("clip", float, 1.0e6, 1e-9, 1e15, help="feature statistics bound"),
-        Setting("scale_bits", int, 24, 1, 256),
+        Setting("scale_bits", int, 24, 1, MAX_SCALE_BITS),
     ),
     "training": (
         Setting("epochs", int, 1, 1, 10_000, help="local epochs per round"),
@@ -151,6 +169,7 @@ class FederationSettings:
     max_examples: int
     key_bits: int
     plaintext: bool
+    max_failed_attempts: int
 
 
 @dataclass(frozen=True)
@@ -226,9 +245,14 @@ def load_config(
     _merge_env(layers, env or {})
     _merge_overrides(layers, overrides or {})
 
+    # Every source is checked, not only the one that wins: a bad value in the file
+    # is an error even while a flag overrides it.
     values = {
         section: {
-            setting.key: _coerce(section, setting, *layers[section][setting.key])
+            setting.key: [
+                _coerce(section, setting, *layer)
+                for layer in layers[section][setting.key]
+            ][-1]
             for setting in settings
         }
         for section, settings in SECTIONS.items()
@@ -239,13 +263,40 @@ def load_config(
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    name = repr(str(path))
     try:
         with path.open("rb") as stream:
             return tomllib.load(stream)
     except FileNotFoundError:
-        raise ConfigError(f"configuration file {str(path)!r} does not exist") from None
+        raise ConfigError(f"configuration file {name} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"configuration file {name} is a directory; --config takes a TOML file"
+        ) from None
+    except OSError as error:
+        raise ConfigError(
+            f"configuration file {name} cannot be read: {error.strerror}"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"configuration file {name} is not UTF-8 text, as TOML requires: "
+            f"byte {error.start} cannot be decoded"
+        ) from None
     except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"configuration file {str(path)!r}: {error}") from None
+        quoted = _quote_line(path, error)
+        raise ConfigError(
+            f"configuration file {name}: invalid TOML: {error}{quoted}"
+        ) from None
+
+
+def _quote_line(path: Path, error: tomllib.TOMLDecodeError) -> str:
+    """The offending line of a TOML error, so that the message names the setting."""
+    found = re.search(r"at line (\d+)", str(error))
+    if found is None:
+        return ""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    number = int(found.group(1))
+    return f": {lines[number - 1].strip()!r}" if 0 < number <= len(lines) else ""
 
 
 def _split_passthrough(document: dict[str, Any], *, source: str) -> dict[str, Any]:
@@ -266,12 +317,17 @@ def _split_passthrough(document: dict[str, Any], *, source: str) -> dict[str, An
     return extras
 
 
-Layers = dict[str, dict[str, tuple[Any, str]]]
+# Each setting's values from the default to the last source, each with where it
+# came from and whether that source has types: a TOML value must already have the
+# setting's type, while environment variables and flags are text and are parsed.
+Layers = dict[str, dict[str, list[tuple[Any, str, bool]]]]
 
 
 def _defaults() -> Layers:
     return {
-        section: {setting.key: (setting.default, "default") for setting in settings}
+        section: {
+            setting.key: [(setting.default, "default", True)] for setting in settings
+        }
         for section, settings in SECTIONS.items()
     }
 
@@ -293,7 +349,7 @@ def _merge_toml(layers: Layers, document: Mapping[str, Any], *, source: str) -> 
                     f"unknown setting {section}.{key} in {source}; "
                     f"[{section}] accepts: {accepted}"
                 )
-            layers[section][key] = (value, source)
+            layers[section][key].append((value, source, True))
 
 
 # Variables shared with other server-side commands, read before the sectioned ones.
@@ -306,7 +362,7 @@ ENV_ALIASES = {
 def _merge_env(layers: Layers, env: Mapping[str, str]) -> None:
     for name, (alias_section, alias_key) in ENV_ALIASES.items():
         if name in env:
-            layers[alias_section][alias_key] = (env[name], name)
+            layers[alias_section][alias_key].append((env[name], name, False))
 
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name in ENV_ALIASES:
@@ -324,7 +380,7 @@ def _merge_env(layers: Layers, env: Mapping[str, str]) -> None:
                 for s in SECTIONS[section]
             )
             raise ConfigError(f"unknown variable {name}; accepted: {accepted}")
-        layers[section][key] = (value, name)
+        layers[section][key].append((value, name, False))
 
 
 def _merge_overrides(layers: Layers, overrides: Mapping[str, Any]) -> None:
@@ -335,20 +391,28 @@ def _merge_overrides(layers: Layers, overrides: Mapping[str, Any]) -> None:
         if section not in layers or key not in layers[section]:
             raise ConfigError(f"unknown setting {dotted!r}")
         flag = "--" + key.replace("_", "-")
-        layers[section][key] = (value, flag)
+        layers[section][key].append((value, flag, False))
 
 
-def _coerce(section: str, setting: Setting, value: Any, source: str) -> Any:
-    """Convert ``value`` to the setting's type and check its range."""
+def _coerce(
+    section: str, setting: Setting, value: Any, source: str, typed: bool
+) -> Any:
+    """Convert ``value`` to the setting's type and check its range.
+
+    A value from a typed source (the TOML file) must have the setting's type
+    already: ``port = "8750"`` is refused like ``port = "abc"``.
+    """
     name = f"{section}.{setting.key}"
     problem = f"{name} must be {setting.describe_range()}; got {value!r}"
     where = f" (from {source})" if source != "default" else ""
     try:
+        if typed:
+            _check_type(setting, value)
         converted = _convert(setting, value)
     except (TypeError, ValueError):
         raise ConfigError(problem + where) from None
 
-    if setting.choices and str(converted) not in setting.choices:
+    if setting.choices and converted not in setting.choices:
         raise ConfigError(problem + where)
     if isinstance(converted, int | float) and not isinstance(converted, bool):
         if not math.isfinite(converted):
@@ -358,6 +422,20 @@ def _coerce(section: str, setting: Setting, value: Any, source: str) -> Any:
         if setting.high is not None and converted > setting.high:
             raise ConfigError(problem + where)
     return converted
+
+
+def _check_type(setting: Setting, value: Any) -> None:
+    """Refuse a value whose type is not the setting's (an int serves for a float)."""
+    if setting.kind is float:
+        accepted: tuple[type, ...] = (int, float)
+    elif setting.kind is str:
+        accepted = (str, Path)
+    else:
+        accepted = (setting.kind,)
+    if isinstance(value, bool) and setting.kind is not bool:
+        raise TypeError(value)
+    if not isinstance(value, accepted):
+        raise TypeError(value)
 
 
 def _convert(setting: Setting, value: Any) -> Any:

@@ -14,7 +14,9 @@ clip) and ``metrics`` (fleet counts, exact by construction, see
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from numpy.typing import NDArray
 
 from fedguard.crypto.packing import PackingParams
 from fedguard.data.schema import FeatureSchema
-from fedguard.errors import ConfigError
+from fedguard.errors import ConfigError, FedguardError
 from fedguard.learning.model import ModelSpec, build_model
 from fedguard.response.fleet import (
     MetricsLayout,
@@ -46,7 +48,7 @@ def base_schema(dataset: str, schema_file: str = "") -> FeatureSchema:
     statistics in it are ignored, because the setup round computes them.
     """
     if dataset == "csv":
-        schema = FeatureSchema.load(schema_file)
+        schema = _load_schema_file(schema_file)
         numeric = tuple(replace(f, mean=None, std=None) for f in schema.numeric)
         return replace(schema, numeric=numeric, num_examples=0)
     if dataset == "nsl-kdd":
@@ -61,6 +63,29 @@ def base_schema(dataset: str, schema_file: str = "") -> FeatureSchema:
         f"federation.dataset must be one of {', '.join(map(repr, DATASETS))}; "
         f"got {dataset!r}"
     )
+
+
+def _load_schema_file(schema_file: str) -> FeatureSchema:
+    """``federation.schema_file``, with errors that name the setting."""
+    name = "federation.schema_file"
+    if Path(schema_file).is_dir():
+        raise ConfigError(
+            f"{name} must name a feature schema JSON file; {schema_file!r} is a "
+            "directory"
+        )
+    try:
+        return FeatureSchema.load(schema_file)
+    except FedguardError as error:
+        raise ConfigError(f"{name}: {error}") from None
+    except OSError as error:
+        raise ConfigError(
+            f"{name} {schema_file!r} cannot be read: {error.strerror}"
+        ) from None
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{name} {schema_file!r} is not a feature schema written by "
+            f"FeatureSchema.save: {type(error).__name__}: {error}"
+        ) from None
 
 
 def metrics_layout(dataset: str) -> MetricsLayout:
@@ -146,17 +171,43 @@ def build_packings(
     bits = config.federation.key_bits
     capacity = config.packing.max_contributors
     return {
-        "update": PackingParams(
-            key_bits=bits,
-            clip=config.packing.clip,
-            scale_bits=config.packing.scale_bits,
-            max_contributors=capacity,
+        "update": _packing(
+            "packing", bits, config.packing.clip, config.packing.scale_bits, capacity
         ),
-        "statistics": PackingParams(
-            key_bits=bits,
-            clip=config.setup.clip,
-            scale_bits=config.setup.scale_bits,
-            max_contributors=capacity,
+        "statistics": _packing(
+            "setup", bits, config.setup.clip, config.setup.scale_bits, capacity
         ),
         "metrics": metrics_packing_params(layout, bits, capacity),
     }
+
+
+def _packing(
+    section: str, key_bits: int, clip: float, scale_bits: int, capacity: int
+) -> PackingParams:
+    """One packing, with errors that name the configuration section."""
+    try:
+        return PackingParams(
+            key_bits=key_bits,
+            clip=clip,
+            scale_bits=scale_bits,
+            max_contributors=capacity,
+        )
+    except ConfigError as error:
+        settings = (
+            f"{section}.clip {clip:g} with {section}.scale_bits {scale_bits} and "
+            f"packing.max_contributors {capacity}"
+        )
+        if "slot" not in str(error):
+            raise ConfigError(f"{settings}: {error}") from None
+        raise ConfigError(
+            f"{settings} needs {_slot_bits(clip, scale_bits, capacity)}-bit slots, "
+            "wider than the packing supports: lower one of them"
+        ) from None
+
+
+def _slot_bits(clip: float, scale_bits: int, contributors: int) -> int:
+    # The slot width rule of fedguard.crypto.packing: the largest quantized value
+    # times the number of contributors must fit.
+    offset = math.ceil(clip * 2**scale_bits)
+    largest: int = max(2 * offset, 2**scale_bits)
+    return (contributors * largest).bit_length()

@@ -8,7 +8,13 @@ State directory layout::
 
     private-key.json   the Paillier private key (mode 0600), generated on first start
     admin-token        the operator's token for /admin routes (mode 0600)
-    fedguard.db        SQLite state, unless server.database_url names another database
+    fedguard.db        SQLite state (mode 0600, with its -wal and -shm files), unless
+                       server.database_url names another database
+    server.lock        held (flock) by the running server
+    endpoint.json      the URL and process id of the running server
+
+:func:`check_startup` validates everything the orchestrator needs without creating a
+file; :class:`Orchestrator` then creates what is missing.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import re
 import statistics
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +37,14 @@ from fedguard.crypto.keys import (
 )
 from fedguard.errors import ConfigError, NotFoundError
 from fedguard.response.audit import Directive, DirectiveAck
-from fedguard.response.policies import parse_response_config
+from fedguard.response.policies import (
+    ResponseConfig,
+    check_blocklist_paths,
+    parse_response_config,
+)
 from fedguard.response.service import ResponseService
 from fedguard.security.credentials import CredentialStore, ensure_admin_token
+from fedguard.security.deps import AuthSettings
 from fedguard.security.limits import DEFAULT_MAX_BODY_BYTES
 from fedguard.server.aggregation import (
     Aggregator,
@@ -43,7 +55,6 @@ from fedguard.server.config import ServerConfig, start_clients
 from fedguard.server.federation import MODEL_KIND, Federation
 from fedguard.server.repository import Store, utc_now
 from fedguard.server.rounds import (
-    FINISHED_FACT,
     FITTED_SCHEMA_FACT,
     RoundDriver,
     RoundRules,
@@ -62,9 +73,11 @@ from fedguard.server.schemas import (
     TrainingInfo,
     UploadReceipt,
 )
+from fedguard.server.statedir import check_state_dir
 from fedguard.server.storage import (
     ClientTimingRecord,
     RoundRecord,
+    check_database_url,
     create_schema,
     open_engine,
     sqlite_url,
@@ -78,6 +91,53 @@ FEDERATION_FACT = "federation"
 PLAINTEXT_FINGERPRINT = "plaintext"
 
 _UPLOAD_PATH = re.compile(r"^/rounds/\d+/frames/(update|statistics|metrics)$")
+
+
+# Below this many contributions, an agent that knows its own update can take it
+# from the decrypted sum (or from the change of the global model) and learn the
+# update of the only other contributor.
+SAFE_MIN_CLIENTS = 3
+
+
+@dataclass(frozen=True)
+class StartupCheck:
+    """What :func:`check_startup` validated; nothing of it touched the disk."""
+
+    federation: Federation
+    response_config: ResponseConfig
+    auth: AuthSettings
+    database_url: str
+
+
+def check_startup(config: ServerConfig) -> StartupCheck:
+    """Validate every section the server needs, creating no file or directory.
+
+    The feature schema and packings, the policies and actions (a blocklist file
+    the server could not append to included), the ``[auth]`` budgets, the state
+    directory and the database URL: a mistake in any of them stops the server
+    before it creates a key or a database.
+    """
+    state_dir = config.server.state_dir
+    check_state_dir(state_dir)
+    federation = Federation.from_config(config)
+    response_config = parse_response_config(
+        response_tables(config), layout=federation.layout
+    )
+    check_blocklist_paths(response_config, state_dir)
+    auth = AuthSettings.from_mapping(config.auth)
+    if config.server.database_url:
+        check_database_url(config.server.database_url)
+    url = config.server.database_url or sqlite_url(state_dir)
+    return StartupCheck(federation, response_config, auth, url)
+
+
+def response_tables(config: ServerConfig) -> dict[str, Any]:
+    """The ``[[policies]]`` and ``[actions]`` tables for the response engine."""
+    # Without [[policies]] the response engine installs its default policies.
+    raw: dict[str, Any] = {"actions": config.actions}
+    if config.policies:
+        raw["policies"] = list(config.policies)
+    return raw
 
 
 def load_or_create_key(state_dir: Path, bits: int) -> PrivateKey:
@@ -108,24 +168,25 @@ class Orchestrator:
     """One federation's server side."""
 
     def __init__(
-        self, config: ServerConfig, *, clock: Callable[[], datetime] = utc_now
+        self,
+        config: ServerConfig,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        checked: StartupCheck | None = None,
     ) -> None:
         self.config = config
+        # A mistake anywhere stops the server before it creates a key or a database.
+        checked = checked or check_startup(config)
         state_dir = config.server.state_dir
-        state_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         state_dir.chmod(0o700)
 
-        self.federation = Federation.from_config(config)
-        # A mistyped policy stops the server before it creates a key or a database.
-        response_config = parse_response_config(
-            self._response_config(), layout=self.federation.layout
-        )
+        self.federation = checked.federation
         self.private_key: PrivateKey | None = None
         if not config.federation.plaintext:
             self.private_key = load_or_create_key(state_dir, config.federation.key_bits)
 
-        url = config.server.database_url or sqlite_url(state_dir)
-        self.engine = open_engine(url)
+        self.engine = open_engine(checked.database_url)
         create_schema(self.engine)
         self.store = Store(self.engine)
         self.credentials = CredentialStore(self.engine)
@@ -134,7 +195,7 @@ class Orchestrator:
         self._ensure_initial_model()
 
         self.response = ResponseService.start(
-            response_config, db_engine=self.engine, state_dir=state_dir
+            checked.response_config, db_engine=self.engine, state_dir=state_dir
         )
         self.aggregator = self._aggregator()
         self.driver = RoundDriver(
@@ -147,6 +208,7 @@ class Orchestrator:
                 max_contributors=config.packing.max_contributors,
                 round_deadline=config.federation.round_deadline,
                 server_lr=config.federation.server_lr,
+                max_failed_attempts=config.federation.max_failed_attempts,
             ),
             on_round_closed=self._after_round,
             clock=clock,
@@ -157,13 +219,6 @@ class Orchestrator:
         if self.private_key is None:
             return PLAINTEXT_FINGERPRINT
         return self.private_key.public_key.fingerprint
-
-    def _response_config(self) -> dict[str, Any]:
-        # Without [[policies]] the response engine installs its default policies.
-        raw: dict[str, Any] = {"actions": self.config.actions}
-        if self.config.policies:
-            raw["policies"] = list(self.config.policies)
-        return raw
 
     def _after_round(self, round_id: int, summary: Mapping[str, Any]) -> None:
         """Hand a round's fleet metrics, with their history, to the policies."""
@@ -220,6 +275,27 @@ class Orchestrator:
             self.config.federation.rounds,
             self.config.federation.min_clients,
         )
+        self._warn_about_min_clients()
+
+    def _warn_about_min_clients(self) -> None:
+        min_clients = self.config.federation.min_clients
+        if min_clients >= SAFE_MIN_CLIENTS:
+            return
+        if min_clients == 1:
+            logger.warning(
+                "federation.min_clients is 1: a round with a single contribution "
+                "decrypts that agent's update on its own; set min_clients to %d or "
+                "more",
+                SAFE_MIN_CLIENTS,
+            )
+        logger.warning(
+            "federation.min_clients is %d: with fewer than %d contributors an agent "
+            "can subtract its own update from the sum and learn the others'; set "
+            "min_clients to %d or more",
+            min_clients,
+            SAFE_MIN_CLIENTS,
+            SAFE_MIN_CLIENTS,
+        )
 
     def stop(self) -> None:
         self.driver.stop()
@@ -250,13 +326,13 @@ class Orchestrator:
     # --- federation and rounds -----------------------------------------------------
 
     def health(self) -> Health:
-        current = self.store.current_round()
+        """Answered from the driver's memory: never waits for the database."""
         return Health(
             status="ok",
             version=__version__,
             federation=self.config.federation.name,
-            round=None if current is None else current.round_id,
-            finished=bool(self.store.get_fact(FINISHED_FACT)),
+            round=self.driver.current_round_id,
+            finished=self.driver.finished,
         )
 
     def federation_info(self) -> FederationInfo:
@@ -373,6 +449,11 @@ class Orchestrator:
             upload_seconds=_mean(t.upload_seconds for t in timings),
             bytes_uploaded=self.store.update_bytes(record.round_id),
             fleet_metrics=fleet,
+            failure=(
+                self.store.round_failure(record.round_id)
+                if record.state == "failed"
+                else None
+            ),
         )
 
     # --- frames ------------------------------------------------------------------

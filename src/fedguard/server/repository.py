@@ -15,10 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fedguard.errors import ConflictError, NotFoundError
+from fedguard.errors import ConfigError, ConflictError, NotFoundError
 from fedguard.security.credentials import ClientCredentialRow
 from fedguard.server.storage import (
     ClientRecord,
@@ -168,13 +170,35 @@ class Store:
                 .values(state=state)
             )
 
-    def extend_deadline(self, round_id: int, deadline: datetime) -> None:
+    def extend_deadline(
+        self, round_id: int, deadline: datetime, *, counted: bool
+    ) -> None:
+        """Move a round's deadline; ``counted`` for a shortfall of contributions."""
         with self.session() as session, session.begin():
             record = session.get(RoundRecord, round_id)
             if record is None:
                 raise NotFoundError(f"round {round_id} does not exist")
             record.deadline_at = deadline
-            record.deadline_extensions += 1
+            if counted:
+                record.deadline_extensions += 1
+
+    def fail_round(
+        self, round_id: int, reason: str, *, contributors: int, at: datetime
+    ) -> None:
+        """Mark a round failed and keep the reason, in one transaction."""
+        with self.session() as session, session.begin():
+            record = session.get(RoundRecord, round_id)
+            if record is None:
+                raise NotFoundError(f"round {round_id} does not exist")
+            record.state = "failed"
+            record.closed_at = at
+            record.contributors = contributors
+            _put_fact(session, failure_fact(round_id), {"reason": reason})
+
+    def round_failure(self, round_id: int) -> str | None:
+        """Why a failed round failed, as stored by :meth:`fail_round`."""
+        stored = self.get_fact(failure_fact(round_id))
+        return None if stored is None else str(stored["reason"])
 
     def close_round(self, close: RoundClose, *, closed_at: datetime) -> None:
         """Store a round's outcome: model version, facts and close, all or nothing."""
@@ -310,18 +334,26 @@ class Store:
     # --- timings -----------------------------------------------------------------
 
     def add_timing(self, record: ClientTimingRecord) -> None:
-        """Store an agent's timings for a round; a repeated report replaces it."""
+        """Store an agent's timings for a round; a repeated report replaces it.
+
+        One atomic upsert, so that concurrent reports of the same client and round
+        (a retry racing the original) both succeed and the last one wins.
+        """
+        measured = {
+            "training_seconds": record.training_seconds,
+            "encryption_seconds": record.encryption_seconds,
+            "upload_seconds": record.upload_seconds,
+            "bytes_uploaded": record.bytes_uploaded,
+        }
+        insert = _upsert_insert(self.engine.dialect.name)(ClientTimingRecord).values(
+            round_id=record.round_id, client_id=record.client_id, **measured
+        )
+        statement = insert.on_conflict_do_update(
+            index_elements=["round_id", "client_id"],
+            set_={name: insert.excluded[name] for name in measured},
+        )
         with self.session() as session, session.begin():
-            existing = session.scalar(
-                select(ClientTimingRecord).where(
-                    ClientTimingRecord.round_id == record.round_id,
-                    ClientTimingRecord.client_id == record.client_id,
-                )
-            )
-            if existing is not None:
-                session.delete(existing)
-                session.flush()
-            session.add(record)
+            session.execute(statement)
 
     def timings(self, round_id: int) -> list[ClientTimingRecord]:
         with self.session() as session:
@@ -329,6 +361,22 @@ class Store:
                 ClientTimingRecord.round_id == round_id
             )
             return list(session.scalars(query))
+
+
+def failure_fact(round_id: int) -> str:
+    """The name of the fact holding why round ``round_id`` failed."""
+    return f"round_failure/{round_id}"
+
+
+def _upsert_insert(dialect: str) -> Any:
+    """The INSERT construct with ``ON CONFLICT`` of the databases fedguard supports."""
+    if dialect == "sqlite":
+        return sqlite_insert
+    if dialect == "postgresql":
+        return postgresql_insert
+    raise ConfigError(
+        f"server.database_url must name SQLite or PostgreSQL; got a {dialect} database"
+    )
 
 
 def _put_fact(session: Session, name: str, value: Any) -> None:

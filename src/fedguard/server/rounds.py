@@ -15,10 +15,25 @@ Otherwise it closes at its deadline with whoever delivered, if that is at least
 and the round stays open with the frames it has. A sum of fewer than ``min_clients``
 contributions is never decrypted.
 
+Failed rounds. A round whose sum cannot be a sum of valid contributions (the
+aggregator or the decoder raises a :class:`~fedguard.errors.FedguardError`: one
+contribution was malformed or malicious) is marked ``failed`` with the reason, and a
+new attempt of the same kind on the same model version opens under the next round
+number, so that honest agents go on. No single contribution is ever decrypted to find
+the culprit. After ``max_failed_attempts`` failed attempts in a row the driver stops
+the federation (``on_halt``); the operator revokes the suspicious clients and starts
+the server again, which opens a new attempt.
+
+The plan therefore follows the stored state, not the round numbers: after the setup
+round come training rounds until the latest model version is ``rounds``, then the
+evaluation round. Without failures, round ``r`` trains model version ``r - 1``.
+
 Aggregation and decryption run in the driver thread, never on the HTTP event loop.
 Every step is stored before it is acknowledged, and a restart continues from the
-database: an open round keeps its frames (its deadline is pushed back so that agents
-have time to reconnect) and a round caught half-closed is aggregated again.
+database: an open round keeps its frames (its deadline is pushed back if it passed,
+or nearly passed, while the server was down), a round caught half-closed is
+aggregated again and after a failed round a new attempt opens. Errors that are not
+about the frames (the database is unreachable) are retried with a growing pause.
 """
 
 from __future__ import annotations
@@ -43,6 +58,16 @@ logger = logging.getLogger(__name__)
 
 SETUP, TRAINING, EVALUATION = "setup", "training", "evaluation"
 OPEN, CLOSING, CLOSED, FAILED = "open", "closing", "closed", "failed"
+
+# A restarted server keeps an open round's deadline unless it passed, or is closer
+# than this, while the server was down: agents retry at least every 10 s, and need
+# their usual time to work once they are back.
+RESTART_GRACE_SECONDS = 30.0
+
+# Pauses between retries of a driver step that failed for a reason other than the
+# frames (a database that is unreachable): doubling from the first to the last.
+RETRY_FIRST_SECONDS = 1.0
+RETRY_MAX_SECONDS = 30.0
 
 FINISHED_FACT = "finished"
 FITTED_SCHEMA_FACT = "fitted_schema"
@@ -78,6 +103,7 @@ class RoundRules:
     max_contributors: int
     round_deadline: float
     server_lr: float
+    max_failed_attempts: int = 3
 
 
 def frame_kinds(record: RoundRecord, fleet_metrics: bool) -> tuple[str, ...]:
@@ -122,6 +148,7 @@ class RoundDriver:
         rules: RoundRules,
         *,
         on_round_closed: Callable[[int, Mapping[str, Any]], None] | None = None,
+        on_halt: Callable[[str], None] | None = None,
         poll_seconds: float = 0.25,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -130,8 +157,17 @@ class RoundDriver:
         self.aggregator = aggregator
         self.rules = rules
         self.on_round_closed = on_round_closed
+        self.on_halt = on_halt
         self.poll_seconds = poll_seconds
         self.clock = clock
+        # Failed attempts in a row in this process: a restart by the operator (after
+        # revoking the suspicious clients) starts counting again.
+        self.failed_attempts = 0
+        self.halted: str | None = None
+        # The current round and whether the federation finished, as of the last
+        # step, so that GET /health needs no database access.
+        self.current_round_id: int | None = None
+        self.finished = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -145,6 +181,7 @@ class RoundDriver:
     def start(self) -> None:
         """Recover from the database and start the driver thread."""
         self._recover()
+        self._remember(self.store.current_round())
         self._thread = threading.Thread(
             target=self._run, name="fedguard-rounds", daemon=True
         )
@@ -164,28 +201,57 @@ class RoundDriver:
         current = self.store.current_round()
         if current is None or current.state != OPEN:
             return
-        earliest = self.clock() + timedelta(seconds=self.rules.round_deadline)
-        if current.deadline_at < earliest:
+        now = self.clock()
+        grace = min(RESTART_GRACE_SECONDS, self.rules.round_deadline)
+        if current.deadline_at < now + timedelta(seconds=grace):
             # The agents could not reach the server while it was down; give them a
-            # full deadline to reconnect rather than closing at once.
-            self.store.extend_deadline(current.round_id, earliest)
+            # full deadline to reconnect rather than closing at once. This is no
+            # shortfall of contributions, so it is not counted as an extension.
+            deadline = now + timedelta(seconds=self.rules.round_deadline)
+            self.store.extend_deadline(current.round_id, deadline, counted=False)
+        required = frame_kinds(current, self.plan.collects_metrics)
         delivered = self.store.submissions(current.round_id)
+        complete = [c for c, kinds in delivered.items() if set(required) <= kinds]
         logger.info(
             "resuming round %d (%s) with %d accepted contributions",
             current.round_id,
             current.kind,
-            len(delivered),
+            len(complete),
         )
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        failures = 0
+        while not self._stop.is_set() and self.halted is None:
             try:
                 self.step()
-            except Exception:
-                logger.exception("round driver step failed; retrying")
-                self._stop.wait(1.0)
+            except Exception as error:
+                failures += 1
+                self._report_step_failure(error, failures)
+                pause = RETRY_FIRST_SECONDS * 2 ** min(failures - 1, 8)
+                self._stop.wait(min(RETRY_MAX_SECONDS, pause))
+                continue
+            if failures:
+                logger.info("round driver working again after %d retries", failures)
+                failures = 0
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
+
+    def _report_step_failure(self, error: Exception, failures: int) -> None:
+        """The first failure of a run with its traceback, the retries at DEBUG."""
+        if failures == 1:
+            logger.error(
+                "round driver step failed; retrying with pauses of up to %.0f s",
+                RETRY_MAX_SECONDS,
+                exc_info=error,
+            )
+        else:
+            first_line = (str(error).splitlines() or [""])[0]
+            logger.debug(
+                "round driver step failed again (%d): %s: %s",
+                failures,
+                type(error).__name__,
+                first_line,
+            )
 
     # --- state -------------------------------------------------------------------
 
@@ -251,15 +317,25 @@ class RoundDriver:
 
     def step(self) -> None:
         """Advance the federation by at most one transition."""
+        if self.halted is not None:
+            return
         current = self.store.current_round()
+        self._remember(current)
         if current is None:
             self._maybe_start()
         elif current.state == CLOSING:
             self._close(current, self.store.submissions(current.round_id))
         elif current.state == OPEN:
             self._check_open(current)
+        elif current.state == FAILED:
+            self._retry(current)
         else:
             self._open_next(current)
+
+    def _remember(self, current: RoundRecord | None) -> None:
+        self.current_round_id = None if current is None else current.round_id
+        if not self.finished and current is not None and current.state == CLOSED:
+            self.finished = bool(self.store.get_fact(FINISHED_FACT))
 
     def _maybe_start(self) -> None:
         registered = self.store.count_clients()
@@ -272,6 +348,7 @@ class RoundDriver:
         now = self.clock()
         deadline = now + timedelta(seconds=self.rules.round_deadline)
         self.store.open_round(round_id, kind, model_version, deadline, opened_at=now)
+        self.current_round_id = round_id
         self.changes += 1
         logger.info(
             "round %d opened (%s, model version %d, deadline in %.0f s)",
@@ -282,20 +359,35 @@ class RoundDriver:
         )
 
     def _open_next(self, current: RoundRecord) -> None:
-        last_training = self.plan.rounds
-        final = last_training + 1 if self.plan.collects_metrics else last_training
-        if current.round_id >= final:
-            if not self.store.get_fact(FINISHED_FACT):
-                self.store.set_fact(FINISHED_FACT, True)
-                self.changes += 1
-                logger.info("federation finished after %d rounds", last_training)
-            return
-
         latest = self.store.model()
         version = 0 if latest is None else latest.version
-        next_id = current.round_id + 1
-        kind = TRAINING if next_id <= last_training else EVALUATION
-        self._open(next_id, kind, version)
+        if current.kind == EVALUATION or (
+            version >= self.plan.rounds and not self.plan.collects_metrics
+        ):
+            self._finish()
+            return
+
+        kind = TRAINING if version < self.plan.rounds else EVALUATION
+        self._open(current.round_id + 1, kind, version)
+
+    def _finish(self) -> None:
+        if not self.store.get_fact(FINISHED_FACT):
+            self.store.set_fact(FINISHED_FACT, True)
+            self.changes += 1
+            logger.info("federation finished after %d rounds", self.plan.rounds)
+        self.finished = True
+
+    def _retry(self, failed: RoundRecord) -> None:
+        """A new attempt of a failed round: same kind, same model version."""
+        logger.info(
+            "opening a new attempt of the %s round on model version %d (attempt %d "
+            "of at most %d in a row)",
+            failed.kind,
+            failed.model_version,
+            self.failed_attempts + 1,
+            self.rules.max_failed_attempts,
+        )
+        self._open(failed.round_id + 1, failed.kind, failed.model_version)
 
     def _check_open(self, current: RoundRecord) -> None:
         required = frame_kinds(current, self.plan.collects_metrics)
@@ -320,7 +412,7 @@ class RoundDriver:
             return True
 
         deadline = self.clock() + timedelta(seconds=rules.round_deadline)
-        self.store.extend_deadline(current.round_id, deadline)
+        self.store.extend_deadline(current.round_id, deadline, counted=True)
         logger.warning(
             "round %d: deadline passed with %d of the %d contributions needed "
             "(min_clients); extended by %.0f s",
@@ -341,12 +433,13 @@ class RoundDriver:
         )
         try:
             close, summary = self._aggregate(current, required, complete)
-        except FedguardError:
-            logger.exception("round %d could not be aggregated", current.round_id)
-            self.store.set_round_state(current.round_id, FAILED)
+        except FedguardError as error:
+            # Deterministic: the same frames would fail the same way on every retry.
+            self._fail(current, len(complete), error)
             return
 
         self.store.close_round(close, closed_at=self.clock())
+        self.failed_attempts = 0
         self.changes += 1
         logger.info(
             "round %d closed: %d of %d clients, aggregated in %.2f s, "
@@ -359,6 +452,43 @@ class RoundDriver:
         )
         if self.on_round_closed is not None:
             self.on_round_closed(current.round_id, summary)
+
+    def _fail(self, current: RoundRecord, contributions: int, error: Exception) -> None:
+        """Store a failed round and its reason; stop after too many in a row."""
+        reason = (
+            f"the sum of the round's {contributions} contributions is invalid: "
+            f"{error}; a contribution was malformed or malicious"
+        )
+        self.store.fail_round(
+            current.round_id, reason, contributors=contributions, at=self.clock()
+        )
+        self.failed_attempts += 1
+        self.changes += 1
+        logger.error(
+            "round %d (%s, model version %d) failed: %s. No individual update was "
+            "decrypted. Failed attempts in a row: %d of at most %d",
+            current.round_id,
+            current.kind,
+            current.model_version,
+            reason,
+            self.failed_attempts,
+            self.rules.max_failed_attempts,
+        )
+        if self.failed_attempts >= self.rules.max_failed_attempts:
+            self._halt(current)
+
+    def _halt(self, current: RoundRecord) -> None:
+        self.halted = (
+            f"the federation stopped: {self.failed_attempts} attempts in a row of the "
+            f"{current.kind} round on model version {current.model_version} failed "
+            "because the sum of their contributions was invalid. An enrolled client "
+            "sends malformed or malicious frames: find it with `fedguard clients "
+            "list`, revoke it with `fedguard clients revoke CLIENT_ID`, then start "
+            "the server again (a new attempt opens)"
+        )
+        logger.error("%s", self.halted)
+        if self.on_halt is not None:
+            self.on_halt(self.halted)
 
     def _aggregate(
         self, current: RoundRecord, required: tuple[str, ...], complete: list[str]

@@ -157,6 +157,10 @@ class RoundStatus(_Model):
     fleet_metrics: dict[str, Any] | None = Field(
         description="fleet-wide counts and metrics of this round's model version"
     )
+    failure: str | None = Field(
+        default=None,
+        description="why a failed round failed: its sum of contributions was invalid",
+    )
 
 
 class RoundList(_Model):

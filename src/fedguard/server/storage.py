@@ -5,6 +5,7 @@ credentials, policy decisions and actions) derives from :class:`Base`, so one ca
 :func:`create_schema` creates them all.
 """
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,12 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    make_url,
 )
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from fedguard.errors import ConfigError
 
 
 class Base(DeclarativeBase):
@@ -40,14 +45,107 @@ def open_engine(url: str) -> Engine:
     """Create an engine for ``url`` with the settings fedguard relies on.
 
     SQLite runs in WAL mode with foreign keys on and a busy timeout, so that the API
-    and the aggregation worker can use the file at the same time.
+    and the aggregation worker can use the file at the same time. Its file, write-ahead
+    log and shared-memory index are private to the owner (0600): they hold the
+    accepted frames and the credentials' digests.
     """
     if url.startswith("sqlite"):
+        _private_sqlite_files(make_url(url).database)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _configure_sqlite)
         return engine
 
     return create_engine(url, pool_pre_ping=True)
+
+
+def _private_sqlite_files(database: str | None) -> None:
+    """Create the SQLite file 0600 before SQLite does, and tighten existing files.
+
+    SQLite creates its ``-wal`` and ``-shm`` files with the database file's mode.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return  # SQLite reports the missing directory itself
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    os.close(descriptor)
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if name.exists():
+            name.chmod(0o600)
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a database URL the server cannot use, creating nothing.
+
+    Checks the URL's form, that SQLAlchemy knows its dialect and that the driver
+    module is installed; then that a SQLite file's directory exists, or that a
+    PostgreSQL server accepts a connection. The URL's password never appears in the
+    error.
+    """
+    name = "server.database_url"
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"{name} names the unknown database driver {parsed.drivername!r}; use "
+            "sqlite:///PATH or postgresql+psycopg://USER@HOST:5432/DB"
+        ) from None
+    except ArgumentError:
+        raise ConfigError(
+            f"{name} must be a SQLAlchemy URL such as sqlite:///PATH or "
+            "postgresql+psycopg://USER@HOST:5432/DB; got a string it cannot parse"
+        ) from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        raise ConfigError(
+            f"{name} {shown!r} needs the Python module {error.name!r}, which is not "
+            "installed"
+        ) from None
+
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        _check_sqlite_file(shown, parsed.database)
+    elif backend == "postgresql":
+        _check_connects(url, shown)
+    else:
+        raise ConfigError(
+            f"{name} must name SQLite or PostgreSQL; got a {backend} database "
+            f"({shown!r})"
+        )
+
+
+def _check_sqlite_file(shown: str, database: str | None) -> None:
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.is_dir():
+        raise ConfigError(
+            f"server.database_url {shown!r} names a directory, not a SQLite file"
+        )
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"server.database_url {shown!r}: the directory {str(path.parent)!r} "
+            "does not exist; create it first"
+        )
+
+
+def _check_connects(url: str, shown: str) -> None:
+    engine = create_engine(url, connect_args={"connect_timeout": 10})
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as error:
+        cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+        raise ConfigError(
+            f"server.database_url {shown!r}: cannot connect: "
+            f"{cause[0] if cause else type(error).__name__}"
+        ) from None
+    finally:
+        engine.dispose()
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
