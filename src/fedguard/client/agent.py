@@ -1,8 +1,15 @@
 """The cloud agent's round loop.
 
-An agent enrolls (or reuses the credential in its state directory), reads the
+Before it spends its single-use enrollment token, an agent checks everything it
+can: its local data was loaded and is usable (see :mod:`fedguard.client.data`), and
+the federation's anonymous ``GET /federation/key`` shows a public key that matches
+its published fingerprint and the pinned one (``--fingerprint``), and feature
+schema columns that the local data has. A failed check stops the agent without
+enrolling, so the server never waits for an agent that cannot take part.
+
+Then it enrolls (or reuses the credential in its state directory), reads the
 federation (public key checked by fingerprint, feature schema, packing, training
-settings) and then, for every round, does what the round asks:
+settings) and, for every round, does what the round asks:
 
 * setup round: its feature statistics (means and means of squares of the
   transformed numeric columns), weighted and encrypted;
@@ -27,6 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +52,7 @@ from fedguard.crypto.packing import PackingParams
 from fedguard.crypto.vectors import EncryptionPool, encrypt_update
 from fedguard.data.dataset import Dataset
 from fedguard.data.schema import FeatureSchema
-from fedguard.errors import ConfigError, ConflictError
+from fedguard.errors import ConfigError, ConflictError, KeyMismatchError
 from fedguard.learning.fedavg import client_update, client_weight
 from fedguard.learning.federated import client_seed
 from fedguard.learning.model import ModelSpec, predict_proba
@@ -132,13 +140,35 @@ class Federation:
         return self.public_key is None
 
 
+def check_public_key(info: dict[str, Any], pinned: str | None) -> PublicKey | None:
+    """The published public key, checked against its fingerprint and the pin.
+
+    ``info`` is ``GET /federation`` or ``GET /federation/key``. A plaintext
+    baseline federation has no key; an agent that pinned one refuses it rather
+    than send its updates unencrypted.
+    """
+    if info["plaintext"]:
+        if pinned is not None:
+            raise KeyMismatchError(
+                f"--fingerprint pins key {pinned[:16]}…, but federation "
+                f"{info['name']!r} is a plaintext baseline without a key; refusing "
+                "to send unencrypted updates"
+            )
+        return None
+    public_key = PublicKey.from_dict(
+        info["public_key"], expected_fingerprint=pinned or info["fingerprint"]
+    )
+    if public_key.fingerprint != str(info["fingerprint"]).lower():
+        raise KeyMismatchError(
+            f"the federation publishes fingerprint {info['fingerprint'][:16]}… for a "
+            f"key whose fingerprint is {public_key.fingerprint[:16]}…"
+        )
+    return public_key
+
+
 def read_federation(info: dict[str, Any], pinned: str | None) -> Federation:
     """Decode ``GET /federation``, checking the key against its fingerprint."""
-    public_key = None
-    if not info["plaintext"]:
-        public_key = PublicKey.from_dict(
-            info["public_key"], expected_fingerprint=pinned or info["fingerprint"]
-        )
+    public_key = check_public_key(info, pinned)
     packings = {
         kind: PackingParams.from_dict(values)
         for kind, values in info["packing"].items()
@@ -241,8 +271,10 @@ class Agent:
             self.data.train.num_attacks,
             len(self.data.holdout),
         )
-        logger.info("registering with %s", self.settings.server_url)
+        logger.info("contacting %s", self.settings.server_url)
         self.connection.health()  # waits, with backoff, until the server answers
+        published = self._check_before_enrolling()
+
         credential = self._credential()
         self._http.headers.update(credential.headers())
         logger.info("registered as %s (%s)", credential.client_id, credential.name)
@@ -250,6 +282,12 @@ class Agent:
         federation = read_federation(
             self.connection.federation(), self.settings.fingerprint
         )
+        if federation.info["fingerprint"] != published["fingerprint"]:
+            raise KeyMismatchError(
+                "the federation's key changed while this agent enrolled: "
+                f"{published['fingerprint'][:16]}… before, "
+                f"{federation.info['fingerprint'][:16]}… now"
+            )
         self._check_schema(federation.schema)
         self._check_bursts(int(federation.info["rounds"]))
         self.federation = federation
@@ -265,6 +303,23 @@ class Agent:
             federation.info["fingerprint"][:16],
         )
 
+    def _check_before_enrolling(self) -> dict[str, Any]:
+        """Check the anonymous ``GET /federation/key``; return what it said."""
+        published = self.connection.federation_key()
+        check_public_key(published, self.settings.fingerprint)
+        self._check_columns(
+            f"{published['dataset']} federation {published['name']!r}",
+            published["numeric_columns"],
+            published["categorical_columns"],
+        )
+        logger.info(
+            "federation %r checked before enrolling: key %s, %s schema columns present",
+            published["name"],
+            published["fingerprint"][:16],
+            published["dataset"],
+        )
+        return published
+
     def _credential(self) -> AgentCredential:
         return ensure_agent_credential(
             self.settings.state_dir,
@@ -275,16 +330,25 @@ class Agent:
         )
 
     def _check_schema(self, schema: FeatureSchema) -> None:
+        self._check_columns(
+            f"feature schema {schema.name!r}",
+            schema.numeric_columns,
+            schema.categorical_columns,
+        )
+
+    def _check_columns(
+        self, what: str, numeric: Sequence[str], categorical: Sequence[str]
+    ) -> None:
         local = self.data.train
         missing = sorted(
-            (set(schema.numeric_columns) - set(local.numeric_columns))
-            | (set(schema.categorical_columns) - set(local.categorical_columns))
+            (set(numeric) - set(local.numeric_columns))
+            | (set(categorical) - set(local.categorical_columns))
         )
         if missing:
+            shown = ", ".join(missing[:20]) + (", …" if len(missing) > 20 else "")
             raise ConfigError(
-                f"the federation's feature schema {schema.name!r} needs columns the "
-                f"local data lacks: {', '.join(missing)}; start the agent with the "
-                "federation's dataset"
+                f"the {what} needs columns the local data ({local.name}) lacks: "
+                f"{shown}; start the agent with the federation's dataset"
             )
 
     def _check_bursts(self, rounds: int) -> None:

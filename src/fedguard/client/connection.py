@@ -118,6 +118,10 @@ class Connection:
     def federation(self) -> dict[str, Any]:
         return self._json("GET", "/federation")
 
+    def federation_key(self) -> dict[str, Any]:
+        """The public key and schema columns, answered without a credential."""
+        return self._json("GET", "/federation/key")
+
     def current_round(self, wait: float = 0.0) -> dict[str, Any]:
         """The current round; with ``wait``, held until there is work for us."""
         return self._json("GET", "/rounds/current", params={"wait": wait})

@@ -2,7 +2,7 @@
 
 An agent starts with a single-use enrollment token from the operator, exchanges it
 once for its own credential (client_id and secret) and keeps that credential in its
-state directory, mode 0600. Every later request carries it as
+state directory (created 0700), mode 0600. Every later request carries it as
 ``Authorization: Bearer <client_id>.<secret>``.
 
 This module needs no database and imports nothing from the server.
@@ -10,6 +10,7 @@ This module needs no database and imports nothing from the server.
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,35 @@ class AgentCredential:
         return {"Authorization": f"Bearer {self.bearer_token}"}
 
 
+def prepare_state_dir(state_dir: Path) -> None:
+    """Create the agent's state directory 0700, or check an existing one.
+
+    The directory holds the credential and the quarantined events; it must be
+    writable before a single-use token is spent on a credential that could not be
+    saved. An existing directory that other users can enter is used as it is, with
+    a warning: it may be shared on purpose, and the files in it are 0600 anyway.
+    """
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"cannot create the agent's state directory {state_dir}: {error.strerror}"
+        ) from None
+    if not state_dir.is_dir() or not os.access(state_dir, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"the agent's state directory {state_dir} is not a writable directory"
+        )
+    mode = state_dir.stat().st_mode & 0o777
+    if mode & 0o077:
+        logger.warning(
+            "state directory %s is accessible to other users (mode %04o); "
+            "`chmod 700 %s` keeps its listing private",
+            state_dir,
+            mode,
+            state_dir,
+        )
+
+
 def credential_path(state_dir: Path) -> Path:
     """Where the agent keeps its credential."""
     return state_dir / CREDENTIAL_FILE
@@ -65,6 +95,7 @@ def save_agent_credential(state_dir: Path, credential: AgentCredential) -> Path:
         "name": credential.name,
     }
     path = credential_path(state_dir)
+    prepare_state_dir(state_dir)
     write_secret_file(path, json.dumps(payload, indent=2).encode() + b"\n")
     logger.info("saved credential of %s to %s", credential.client_id, path)
     return path
@@ -167,6 +198,7 @@ def ensure_agent_credential(
             "`fedguard clients enroll` on the server"
         )
 
+    prepare_state_dir(state_dir)  # before the single-use token is spent
     credential = enroll_agent(http, enroll_url, enrollment_token, name=name)
     save_agent_credential(state_dir, credential)
     return credential
