@@ -127,3 +127,43 @@ def test_agent_without_credential_or_token_says_how_to_fix(
         ConfigError, match=r"no credential in .*fedguard clients enroll"
     ):
         ensure_agent_credential(tmp_path, http, "/enroll", None)
+
+
+def test_the_state_directory_is_created_private(tmp_path: Path) -> None:
+    save_agent_credential(tmp_path / "agents" / "cloud-a", CREDENTIAL)
+
+    assert (tmp_path / "agents" / "cloud-a").stat().st_mode & 0o777 == 0o700
+
+
+def test_an_unusable_state_directory_is_refused_before_the_token_is_spent(
+    store: CredentialStore, http: httpx.Client, tmp_path: Path
+) -> None:
+    issued = store.issue_enrollment_token()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+
+    with pytest.raises(ConfigError, match=r"cannot create the agent's state dir"):
+        ensure_agent_credential(blocker / "agent", http, "/enroll", issued.token)
+    with pytest.raises(ConfigError, match=r"state directory .* is not a directory"):
+        ensure_agent_credential(blocker, http, "/enroll", issued.token)
+
+    assert store.list_clients() == []
+    assert store.list_enrollment_tokens()[0].used_at is None
+
+
+def test_a_shared_state_directory_is_used_with_a_warning(
+    store: CredentialStore,
+    http: httpx.Client,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+
+    ensure_agent_credential(
+        shared, http, "/enroll", store.issue_enrollment_token().token
+    )
+
+    assert "is accessible to other users (mode 0755)" in caplog.text
+    assert credential_path(shared).stat().st_mode & 0o777 == 0o600

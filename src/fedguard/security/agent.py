@@ -61,16 +61,16 @@ def prepare_state_dir(state_dir: Path) -> None:
     saved. An existing directory that other users can enter is used as it is, with
     a warning: it may be shared on purpose, and the files in it are 0600 anyway.
     """
+    if state_dir.exists() and not state_dir.is_dir():
+        raise ConfigError(f"the agent's state directory {state_dir} is not a directory")
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(
             f"cannot create the agent's state directory {state_dir}: {error.strerror}"
         ) from None
-    if not state_dir.is_dir() or not os.access(state_dir, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"the agent's state directory {state_dir} is not a writable directory"
-        )
+    if not os.access(state_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"the agent's state directory {state_dir} is not writable")
     mode = state_dir.stat().st_mode & 0o777
     if mode & 0o077:
         logger.warning(
