@@ -303,6 +303,10 @@ def test_a_mapping_file_is_read(tmp_path: Path) -> None:
             r"label_column must be the name of the label column.*; got 5",
         ),
         ('label = "x"\n', r"unknown key 'label' in mapping file .*map\.toml"),
+        (
+            'label_column = "label"\nattack_values = ["a"]\nnormal_values = ["b"]\n',
+            r"map\.toml: give exactly one of attack_values and normal_values",
+        ),
         ("label_column = \n", r"map\.toml is not valid TOML"),
     ],
 )

@@ -193,10 +193,11 @@ def mapping_from_table(table: Mapping[str, Any], source: str) -> CsvMapping:
             f"{source}: label_column must be the name of the label column, a "
             f'string such as label_column = "label"; got {label_column!r}'
         )
-    return CsvMapping(
-        label_column=label_column.strip(),
-        **{key: _names(table, key, source) for key in MAPPING_KEYS[1:]},
-    )
+    names = {key: _names(table, key, source) for key in MAPPING_KEYS[1:]}
+    try:
+        return CsvMapping(label_column=label_column.strip(), **names)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def _names(table: Mapping[str, Any], key: str, source: str) -> tuple[str, ...]:
