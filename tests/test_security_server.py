@@ -565,8 +565,10 @@ def test_simulate_runs_over_tls_and_writes_secrets_only_to_their_files(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
 
-    endpoint = json.loads((out / "server" / "endpoint.json").read_text())
-    assert endpoint["url"].startswith("https://127.0.0.1:")
+    # The stopped server removed endpoint.json; its log names the URL it served.
+    server_log = (out / "logs" / "server.log").read_text()
+    assert "orchestrator listening on https://127.0.0.1:" in server_log
+    assert not (out / "server" / "endpoint.json").exists()
     admin_token = (out / "server" / "admin-token").read_text().strip()
     secret_files = {out / "server" / "admin-token": admin_token}
     for path in sorted((out / "agents").glob("*/credential.json")):

@@ -231,6 +231,7 @@ def test_a_new_state_dir_is_removed_when_the_database_refuses_the_federation(
     command = [sys.executable, "-m", "fedguard", "server", "--plaintext"]
     command += ["--state-dir", str(tmp_path / "second" / "state"), "--insecure-http"]
     command += ["--database-url", f"sqlite:///{shared}", "--dataset", "nsl-kdd"]
+    command += ["--port", "0"]
 
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
 
