@@ -29,7 +29,7 @@ def actions(
         Path,
         typer.Option(
             "--state-dir",
-            envvar="FEDGUARD_STATE_DIR",
+            envvar=["FEDGUARD_SERVER_STATE_DIR", "FEDGUARD_STATE_DIR"],
             help="The orchestrator's state directory.",
         ),
     ] = Path("fedguard-state"),
@@ -37,7 +37,7 @@ def actions(
         str | None,
         typer.Option(
             "--database-url",
-            envvar="FEDGUARD_DATABASE_URL",
+            envvar=["FEDGUARD_SERVER_DATABASE_URL", "FEDGUARD_DATABASE_URL"],
             help="SQLAlchemy URL (default: the SQLite file in --state-dir).",
         ),
     ] = None,

@@ -51,7 +51,7 @@ def report(
         Path | None,
         typer.Option(
             "--state-dir",
-            envvar="FEDGUARD_STATE_DIR",
+            envvar=["FEDGUARD_SERVER_STATE_DIR", "FEDGUARD_STATE_DIR"],
             help="The orchestrator's state directory.",
         ),
     ] = None,
@@ -59,7 +59,7 @@ def report(
         str | None,
         typer.Option(
             "--database-url",
-            envvar="FEDGUARD_DATABASE_URL",
+            envvar=["FEDGUARD_SERVER_DATABASE_URL", "FEDGUARD_DATABASE_URL"],
             help="SQLAlchemy URL (default: the SQLite file in --state-dir).",
         ),
     ] = None,
