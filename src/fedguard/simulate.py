@@ -756,7 +756,10 @@ def _follow(
                 if status["kind"] != "training" or status["state"] != "closed":
                     continue
                 if number not in results:
-                    data = http.get(f"/model/{number}").raise_for_status().content
+                    # A closed training round turns its model version v into v + 1;
+                    # after a failed attempt round numbers run ahead of versions.
+                    version = int(status["model_version"]) + 1
+                    data = http.get(f"/model/{version}").raise_for_status().content
                     _, params = decode_model(data)
                     metrics = evaluator.evaluate(federation["fitted_schema"], params)
                     results[number] = _round_result(status, metrics)
