@@ -169,7 +169,7 @@ def test_csv_federation_needs_a_schema_file(tmp_path: Path) -> None:
     config = load_config(
         write(tmp_path, '[federation]\ndataset = "csv"\nschema_file = "s.json"\n')
     )
-    assert config.federation.schema_file == "s.json"
+    assert config.federation.schema_file == str(tmp_path / "s.json")
 
 
 @pytest.mark.parametrize(
@@ -250,3 +250,19 @@ def test_unreadable_configuration_files(tmp_path: Path) -> None:
 def test_a_toml_error_quotes_the_offending_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"line 3.*: 'port = 2'$"):
         load_config(write(tmp_path, "[server]\nport = 1\nport = 2\n"))
+
+
+def test_relative_paths_in_the_file_start_at_its_directory(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[server]\nstate_dir = "state"\n[federation]\ndataset = "csv"\n'
+        'schema_file = "schema.json"\n',
+    )
+
+    config = load_config(path)
+    from_flag = load_config(path, overrides={"server.state_dir": "other"})
+
+    assert config.server.state_dir == tmp_path / "state"
+    assert config.federation.schema_file == str(tmp_path / "schema.json")
+    # Flags and environment variables keep their meaning: the working directory.
+    assert from_flag.server.state_dir == Path("other")

@@ -239,6 +239,8 @@ def load_config(
         ignored so that absent flags do not override anything.
     """
     document = _read_toml(path) if path is not None else {}
+    if path is not None:
+        _anchor_relative_paths(document, path.parent)
     extras = _split_passthrough(document, source=str(path))
     layers = _defaults()
     _merge_toml(layers, document, source=str(path))
@@ -260,6 +262,21 @@ def load_config(
     config = _build(values, extras)
     _check_consistency(config)
     return config
+
+
+# Paths a configuration file names, read from the file's directory like [tls] files,
+# so that a server started from elsewhere finds the same state and schema.
+_FILE_RELATIVE_PATHS = (("server", "state_dir"), ("federation", "schema_file"))
+
+
+def _anchor_relative_paths(document: dict[str, Any], base: Path) -> None:
+    for section, key in _FILE_RELATIVE_PATHS:
+        table = document.get(section)
+        if not isinstance(table, dict):
+            continue
+        value = table.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            table[key] = str(base / value)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
