@@ -52,6 +52,7 @@ import typer
 from numpy.typing import NDArray
 
 from fedguard.errors import ConfigError, DataFormatError, FedguardError, InputError
+from fedguard.files import write_secret_file
 
 if TYPE_CHECKING:
     from fedguard.data import Dataset, FeatureSchema
@@ -109,7 +110,7 @@ def save_model_file(path: Path, model: SavedModel) -> None:
         "params": base64.b64encode(raw).decode("ascii"),
         "params_sha256": hashlib.sha256(raw).hexdigest(),
     }
-    _write_atomically(path, json.dumps(document, indent=2) + "\n")
+    write_secret_file(path, (json.dumps(document, indent=2) + "\n").encode())
 
 
 def load_model_file(path: Path) -> SavedModel:
@@ -400,8 +401,8 @@ class ModelSource:
 
     def bearer_token(self) -> str:
         """The credential that authenticates the download."""
+        from fedguard.files import read_secret_file
         from fedguard.security.agent import credential_path, load_agent_credential
-        from fedguard.security.files import read_secret_file
 
         if (self.state_dir is None) == (self.admin_token_file is None):
             raise ConfigError(
@@ -574,20 +575,6 @@ def _threshold(value: str) -> float:
     if not 0.0 < number <= 1.0:
         raise ConfigError(f"--threshold must be a number in (0, 1]; got {value!r}")
     return number
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".model-")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _print_summary(

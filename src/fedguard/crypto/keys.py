@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
 import struct
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ import gmpy2
 from gmpy2 import mpz
 
 from fedguard.errors import ConfigError, CryptoError, KeyMismatchError
+from fedguard.files import write_file_atomically, write_secret_file
 
 logger = logging.getLogger(__name__)
 
@@ -322,22 +322,6 @@ def generate_private_key(bits: int = DEFAULT_KEY_BITS) -> PrivateKey:
     return private_key
 
 
-def _write_secret_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def save_private_key(private_key: PrivateKey, path: str | Path) -> None:
     """Write the private key to ``path`` with mode 0600."""
     document = {
@@ -349,7 +333,7 @@ def save_private_key(private_key: PrivateKey, path: str | Path) -> None:
         "hs": format(private_key.public_key.hs, "x"),
         "fingerprint": private_key.public_key.fingerprint,
     }
-    _write_secret_file(Path(path), json.dumps(document, indent=2) + "\n")
+    write_secret_file(Path(path), (json.dumps(document, indent=2) + "\n").encode())
 
 
 def _read_key_document(path: Path, expected_format: str) -> dict[str, Any]:
@@ -408,8 +392,9 @@ def load_private_key(
 
 
 def save_public_key(public_key: PublicKey, path: str | Path) -> None:
-    """Write the public key as JSON (not secret, but written atomically too)."""
-    _write_secret_file(Path(path), json.dumps(public_key.to_dict(), indent=2) + "\n")
+    """Write the public key as JSON, atomically (it is not secret: mode 0644)."""
+    text = json.dumps(public_key.to_dict(), indent=2) + "\n"
+    write_file_atomically(Path(path), text.encode(), mode=0o644)
 
 
 def load_public_key(

@@ -15,8 +15,8 @@ carries them. It is split by concern, each module importable on its own:
 - :mod:`fedguard.security.deps`: FastAPI dependencies (``require_client``,
   ``require_admin``) and the wiring that installs all of the above on an app.
 - :mod:`fedguard.security.api`: the enrollment and admin HTTP routes.
-- :mod:`fedguard.security.tokens` and :mod:`fedguard.security.files`: secret formats,
-  hashing, and 0600 files, shared by the modules above.
+- :mod:`fedguard.security.tokens`: secret formats and hashing, shared by the modules
+  above; secret files are written through :mod:`fedguard.files`.
 
 Nothing here is imported by :mod:`fedguard.crypto` or :mod:`fedguard.learning`.
 """

@@ -23,7 +23,7 @@ from fedguard.errors import (
     FedguardError,
     RateLimitedError,
 )
-from fedguard.security.files import read_secret_file, write_secret_file
+from fedguard.files import read_secret_file, write_secret_file
 from fedguard.security.tokens import is_client_id, is_secret, split_enrollment_token
 
 logger = logging.getLogger(__name__)

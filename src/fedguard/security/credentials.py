@@ -24,8 +24,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from fedguard.errors import AuthenticationError, ConfigError, NotFoundError
+from fedguard.files import read_secret_file, write_secret_file
 from fedguard.security.agent import AgentCredential
-from fedguard.security.files import read_secret_file, write_secret_file
 from fedguard.security.tokens import (
     digest,
     is_client_id,

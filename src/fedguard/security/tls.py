@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedguard.errors import ConfigError
-from fedguard.security.files import write_file_atomically
+from fedguard.files import write_file_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Writing and reading files that hold secrets.
+"""Files written atomically, and files that hold secrets.
 
 Secrets (private keys, tokens, credentials) are written mode 0600 through a
 temporary file in the same directory, so a reader sees the old or the new content
