@@ -83,7 +83,7 @@ def _patch_header(frame: bytes, offset: int, fmt: str, value: object) -> bytes:
 @pytest.mark.parametrize(
     ("offset", "fmt", "value", "error", "message"),
     [
-        (0, "4s", b"XXXX", FrameError, "not a fedguard frame"),
+        (0, "4s", b"NOPE", FrameError, "not a fedguard frame"),
         (4, "B", 2, FrameError, "version 2 is not supported; .* reads version 1"),
         (5, "B", 9, FrameError, "frame kind 9 is unknown"),
         (6, ">H", 1, FrameError, "reserved"),

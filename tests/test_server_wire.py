@@ -34,7 +34,7 @@ def test_model_body_is_float64_little_endian_after_the_header() -> None:
     ("mutate", "message"),
     [
         (lambda d: d[:10], "at least 16 bytes"),
-        (lambda d: b"XXXX" + d[4:], "must start with"),
+        (lambda d: b"NOPE" + d[4:], "must start with"),
         (lambda d: d[:4] + b"\x00\x02" + d[6:], "model format must be 1; got 2"),
         (lambda d: d[:-1], "must be 32 bytes; got 31"),
     ],
