@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from fedguard.commands.options import DATABASE_URL, STATE_DIR
 from fedguard.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -25,22 +26,8 @@ def register(app: typer.Typer) -> None:
 
 
 def actions(
-    state_dir: Annotated[
-        Path,
-        typer.Option(
-            "--state-dir",
-            envvar=["FEDGUARD_SERVER_STATE_DIR", "FEDGUARD_STATE_DIR"],
-            help="The orchestrator's state directory.",
-        ),
-    ] = Path("fedguard-state"),
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            envvar=["FEDGUARD_SERVER_DATABASE_URL", "FEDGUARD_DATABASE_URL"],
-            help="SQLAlchemy URL (default: the SQLite file in --state-dir).",
-        ),
-    ] = None,
+    state_dir: Annotated[Path, STATE_DIR] = Path("fedguard-state"),
+    database_url: Annotated[str | None, DATABASE_URL] = None,
     limit: Annotated[
         int, typer.Option("--limit", help="Newest decisions and directives shown.")
     ] = DEFAULT_LIMIT,

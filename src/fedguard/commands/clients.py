@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fedguard.commands.options import DATABASE_URL, STATE_DIR
 from fedguard.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -33,22 +34,8 @@ clients_app = typer.Typer(
 DEFAULT_STATE_DIR = Path("fedguard-state")  # the server's default state_dir
 DATABASE_FILE = "fedguard.db"
 
-StateDirOption = Annotated[
-    Path,
-    typer.Option(
-        "--state-dir",
-        envvar=["FEDGUARD_SERVER_STATE_DIR", "FEDGUARD_STATE_DIR"],
-        help="The server's state directory.",
-    ),
-]
-DatabaseOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar=["FEDGUARD_SERVER_DATABASE_URL", "FEDGUARD_DATABASE_URL"],
-        help="The server's database URL (default: the SQLite file in --state-dir).",
-    ),
-]
+StateDirOption = Annotated[Path, STATE_DIR]
+DatabaseOption = Annotated[str | None, DATABASE_URL]
 
 _DURATION = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

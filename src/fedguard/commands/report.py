@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from fedguard.commands.options import DATABASE_URL, STATE_DIR
 from fedguard.errors import ConfigError, InputError
 from fedguard.report import action_rows, actions_table, read_blocklist, write_report
 
@@ -47,22 +48,8 @@ def register(app: typer.Typer) -> None:
 
 def report(
     context: typer.Context,
-    state_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--state-dir",
-            envvar=["FEDGUARD_SERVER_STATE_DIR", "FEDGUARD_STATE_DIR"],
-            help="The orchestrator's state directory.",
-        ),
-    ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            envvar=["FEDGUARD_SERVER_DATABASE_URL", "FEDGUARD_DATABASE_URL"],
-            help="SQLAlchemy URL (default: the SQLite file in --state-dir).",
-        ),
-    ] = None,
+    state_dir: Annotated[Path | None, STATE_DIR] = None,
+    database_url: Annotated[str | None, DATABASE_URL] = None,
     metrics: Annotated[
         Path | None,
         typer.Option(
