@@ -309,7 +309,7 @@ class RoundDriver:
                 )
             stored = self.store.add_update(record.round_id, client_id, kind, data)
         if stored:
-            logger.debug("round %d: received %s from %s", round_id, kind, client_id)
+            logger.info("round %d: received %s from %s", round_id, kind, client_id)
             self._wake.set()
         return stored
 
