@@ -9,6 +9,7 @@ import pytest
 from fedguard.crypto.keys import (
     PrivateKey,
     generate_private_key,
+    save_private_key,
     unsafe_small_keys_for_tests,
 )
 
@@ -204,3 +205,11 @@ def kdd_matrices(kdd_train: Any, kdd_test: Any) -> Any:
         schema.transform(kdd_test),
         kdd_test.labels,
     )
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, private_key_2048: PrivateKey) -> Path:
+    """The session's 2048-bit key in a file, for servers started as subprocesses."""
+    path = tmp_path / "federation-key.json"
+    save_private_key(private_key_2048, path)
+    return path

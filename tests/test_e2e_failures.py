@@ -10,14 +10,13 @@ import json
 import os
 import signal
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fedguard.crypto.keys import PrivateKey, save_private_key
+from e2e_support import WAIT, finished, wait_until
 from fedguard.security.tls import certificate_paths
 from fedguard.simulate import (
     Process,
@@ -31,15 +30,6 @@ from fedguard.simulate import (
 
 pytestmark = pytest.mark.slow
 
-WAIT = 120.0
-
-
-@pytest.fixture
-def key_file(tmp_path: Path, private_key_2048: PrivateKey) -> Path:
-    path = tmp_path / "federation-key.json"
-    save_private_key(private_key_2048, path)
-    return path
-
 
 @pytest.fixture
 def processes() -> Iterator[list[Process]]:
@@ -50,16 +40,6 @@ def processes() -> Iterator[list[Process]]:
         if process.alive():
             os.kill(process.popen.pid, signal.SIGCONT)
         process.stop()
-
-
-def wait_until(condition: Callable[[], Any], what: str) -> Any:
-    end = time.monotonic() + WAIT
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def round_status(server: ServerHandle, round_id: int) -> dict[str, Any] | None:
@@ -86,11 +66,6 @@ def freeze(process: Process) -> None:
 
 def resume(process: Process) -> None:
     os.kill(process.popen.pid, signal.SIGCONT)
-
-
-def finished(server: ServerHandle) -> bool:
-    with server.http() as http:
-        return bool(http.get("/health").json()["finished"])
 
 
 def start_three_with_one_late(

@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 from fedguard.client.data import load_local_data
-from fedguard.crypto.keys import PrivateKey, save_private_key
 from fedguard.data.schema import FeatureSchema
 from fedguard.learning.fedavg import client_update, client_weight, fedavg
 from fedguard.learning.federated import client_seed
@@ -45,13 +44,6 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NSL_KDD = SHARED_DATA / "nsl-kdd"
 POSTGRES_HOST = "127.0.0.1"
 POSTGRES_PORT = 5432
-
-
-@pytest.fixture
-def key_file(tmp_path: Path, private_key_2048: PrivateKey) -> Path:
-    path = tmp_path / "federation-key.json"
-    save_private_key(private_key_2048, path)
-    return path
 
 
 def settings_for(tmp_path: Path, key_file: Path, **changes: Any) -> SimulationSettings:

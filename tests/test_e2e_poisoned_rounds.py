@@ -11,8 +11,7 @@ import dataclasses
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,9 @@ import numpy as np
 import pytest
 from gmpy2 import mpz
 
+from e2e_support import WAIT, finished, wait_until
 from fedguard.crypto.frames import FrameKind, encode_frame
-from fedguard.crypto.keys import PrivateKey, PublicKey, save_private_key
+from fedguard.crypto.keys import PublicKey
 from fedguard.crypto.packing import PackingParams
 from fedguard.crypto.vectors import encrypt_update
 from fedguard.simulate import (
@@ -36,15 +36,6 @@ from fedguard.simulate import (
 )
 
 pytestmark = pytest.mark.slow
-
-WAIT = 120.0
-
-
-@pytest.fixture
-def key_file(tmp_path: Path, private_key_2048: PrivateKey) -> Path:
-    path = tmp_path / "federation-key.json"
-    save_private_key(private_key_2048, path)
-    return path
 
 
 @pytest.fixture
@@ -61,16 +52,6 @@ def members() -> Iterator[list["Member"]]:
     yield enrolled
     for member in enrolled:
         member.http.close()
-
-
-def wait_until(condition: Callable[[], Any], what: str) -> Any:
-    end = time.monotonic() + WAIT
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Member:
@@ -125,11 +106,6 @@ class Member:
 def rounds(server: ServerHandle) -> list[dict[str, Any]]:
     with server.http() as http:
         return list(http.get("/rounds").json()["rounds"])
-
-
-def finished(server: ServerHandle) -> bool:
-    with server.http() as http:
-        return bool(http.get("/health").json()["finished"])
 
 
 def error_lines(log: str) -> list[str]:

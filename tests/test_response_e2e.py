@@ -16,7 +16,6 @@ import httpx
 import pytest
 
 from fedguard.client.data import load_local_data
-from fedguard.crypto.keys import PrivateKey, save_private_key
 from fedguard.data.schema import FeatureSchema
 from fedguard.learning.model import ModelSpec, predict_proba
 from fedguard.response.fleet import MetricsLayout, local_counts
@@ -40,13 +39,6 @@ from fedguard.simulate import (
 pytestmark = pytest.mark.slow
 
 SECRET = "a-test-secret-of-enough-length"
-
-
-@pytest.fixture
-def key_file(tmp_path: Path, private_key_2048: PrivateKey) -> Path:
-    path = tmp_path / "federation-key.json"
-    save_private_key(private_key_2048, path)
-    return path
 
 
 def first_metrics_policy(*actions: str) -> dict[str, Any]:
