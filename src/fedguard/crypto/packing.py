@@ -57,8 +57,7 @@ class PackingParams:
     def __post_init__(self) -> None:
         _check_params(self.key_bits, self.clip, self.scale_bits, self.max_contributors)
         offset = math.ceil(self.clip * 2**self.scale_bits)
-        largest_q = max(2 * offset, 2**self.scale_bits)
-        slot_bits = (self.max_contributors * largest_q).bit_length()
+        slot_bits = slot_bits_for(self.clip, self.scale_bits, self.max_contributors)
         if slot_bits > _MAX_SLOT_BITS:
             raise ConfigError(
                 f"clip={self.clip}, scale_bits={self.scale_bits} and "
@@ -120,6 +119,17 @@ class PackingParams:
                     f"value {getattr(params, name)} derived from the others"
                 )
         return params
+
+
+def slot_bits_for(clip: float, scale_bits: int, max_contributors: int) -> int:
+    """Slot width that holds the sum of ``max_contributors`` largest quantized values.
+
+    A value quantizes to at most ``2·ceil(clip·2^scale_bits)`` and a weight to at most
+    ``2^scale_bits``; the guard bits above that leave room for every contributor.
+    """
+    offset = math.ceil(clip * 2**scale_bits)
+    largest = max(2 * offset, 2**scale_bits)
+    return int((max_contributors * largest).bit_length())
 
 
 def _check_params(

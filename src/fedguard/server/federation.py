@@ -14,7 +14,6 @@ clip) and ``metrics`` (fleet counts, exact by construction, see
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from fedguard.crypto.packing import PackingParams
+from fedguard.crypto.packing import PackingParams, slot_bits_for
 from fedguard.data.schema import FeatureSchema
 from fedguard.errors import ConfigError, FedguardError
 from fedguard.learning.model import ModelSpec, build_model
@@ -200,14 +199,6 @@ def _packing(
         if "slot" not in str(error):
             raise ConfigError(f"{settings}: {error}") from None
         raise ConfigError(
-            f"{settings} needs {_slot_bits(clip, scale_bits, capacity)}-bit slots, "
+            f"{settings} needs {slot_bits_for(clip, scale_bits, capacity)}-bit slots, "
             "wider than the packing supports: lower one of them"
         ) from None
-
-
-def _slot_bits(clip: float, scale_bits: int, contributors: int) -> int:
-    # The slot width rule of fedguard.crypto.packing: the largest quantized value
-    # times the number of contributors must fit.
-    offset = math.ceil(clip * 2**scale_bits)
-    largest: int = max(2 * offset, 2**scale_bits)
-    return (contributors * largest).bit_length()
